@@ -1,0 +1,179 @@
+"""First-token latency through the real websocket consumer, against the fake LLM server.
+
+Starts Helpdesk under uvicorn in a subprocess (its own database, the fake OpenAI-compatible
+server with zero delay as its LLM), opens real websockets, and for each turn measures:
+  ack    - message frame sent -> ack received (validated, stored, committed)
+  first  - message frame sent -> first delta of the answer received
+  done   - message frame sent -> done frame received
+Prints median, p90, p99 and max in milliseconds.
+
+    .venv/bin/python bench/first_token.py [--turns 1000] [--conversations 50]
+
+Uses DATABASE_URL / REDIS_URL when set (PostgreSQL / Redis channel layer), else a temporary
+SQLite file and the in-memory layer.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fake_llm import FakeLLMServer, Reply  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def report(name: str, values: list[float]) -> str:
+    return (
+        f"{name:<6} n={len(values):<5} median={statistics.median(values):7.2f}  "
+        f"p90={percentile(values, 90):7.2f}  p99={percentile(values, 99):7.2f}  "
+        f"max={max(values):7.2f}"
+    )
+
+
+def manage(env: dict, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+async def run_conversation(url: str, origin: str, turns: int, timings: dict) -> None:
+    async with websockets.connect(url, origin=origin, max_size=2**20) as ws:
+        await ws.send(json.dumps({"type": "hello", "token": None, "after": 0}))
+        while json.loads(await ws.recv())["type"] != "synced":
+            pass
+        for n in range(turns):
+            started = time.perf_counter()
+            frame = {"type": "message", "id": str(uuid.uuid4()), "text": f"Question {n}?"}
+            await ws.send(json.dumps(frame))
+            first = None
+            while True:
+                received = json.loads(await ws.recv())
+                now = (time.perf_counter() - started) * 1000
+                if received["type"] == "ack":
+                    timings["ack"].append(now)
+                elif received["type"] == "delta" and first is None:
+                    first = now
+                    timings["first"].append(now)
+                elif received["type"] == "done":
+                    timings["done"].append(now)
+                    break
+                elif received["type"] == "error":
+                    raise RuntimeError(received)
+
+
+async def main_async(args) -> None:
+    timings: dict[str, list[float]] = {"ack": [], "first": [], "done": []}
+    llm = FakeLLMServer().start()
+    llm.default_reply = Reply(text="Standard shipping takes 3 to 5 business days.")
+    tmp = tempfile.mkdtemp(prefix="helpdesk-bench-")
+    port = free_port()
+    env = {
+        **os.environ,
+        "HELPDESK_VAR_DIR": tmp,
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "bench",
+        "HELPDESK_RATE_LIMIT_MESSAGES": "100000",
+        "HELPDESK_LOG_LEVEL": "WARNING",
+    }
+    if "DATABASE_URL" in os.environ:
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/helpdesk_bench"
+        subprocess.run(
+            ["dropdb", "--if-exists", "-h", "127.0.0.1", "-U", "postgres", "helpdesk_bench"],
+            check=True,
+        )
+        subprocess.run(
+            ["createdb", "-h", "127.0.0.1", "-U", "postgres", "helpdesk_bench"], check=True
+        )
+    manage(env, "migrate", "--noinput", "-v", "0")
+    origin = "https://shop.example"
+    key = manage(env, "createsite", "Bench", "--origin", origin).strip().splitlines()[-1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "helpdesk.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--ws",
+            "websockets-sansio",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                await asyncio.sleep(0.1)
+        url = f"ws://127.0.0.1:{port}/ws/widget/{key}/"
+        per_conversation = max(1, args.turns // args.conversations)
+        # Warm-up: the first turn pays for imports and connection setup.
+        await run_conversation(url, origin, 3, {"ack": [], "first": [], "done": []})
+        started = time.perf_counter()
+        for _ in range(args.conversations):
+            await run_conversation(url, origin, per_conversation, timings)
+        elapsed = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        llm.stop()
+    database = "PostgreSQL" if "DATABASE_URL" in os.environ else "SQLite"
+    layer = "Redis" if "REDIS_URL" in os.environ else "in-memory"
+    print(
+        f"first-token latency through the websocket ({database}, {layer} channel layer, "
+        f"fake LLM with zero delay, {args.conversations} conversations, "
+        f"{len(timings['done'])} turns in {elapsed:.1f} s), milliseconds:"
+    )
+    for name in ("ack", "first", "done"):
+        print(report(name, timings[name]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=1000)
+    parser.add_argument("--conversations", type=int, default=50)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

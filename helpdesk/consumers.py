@@ -1,0 +1,269 @@
+"""The widget's websocket: validates frames, stores messages, relays the bot's answer.
+
+docs/protocol.md is the contract. ORM work happens in helpdesk.services through
+database_sync_to_async; the bot is reached only through bots.engine.reply().
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from urllib.parse import urlsplit
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from bots import engine
+from helpdesk import services
+from helpdesk.models import Conversation, normalize_origin
+from helpdesk.protocol import ProtocolError, parse_client_frame
+
+logger = logging.getLogger(__name__)
+
+# Answers keep running after their socket closes, so the customer finds them on reconnect.
+_running_answers: set[asyncio.Task] = set()
+
+
+def conversation_group(conversation_id: int) -> str:
+    return f"conversation.{conversation_id}"
+
+
+def origin_allowed(*, origin: str, host: str, site: services.SiteInfo) -> bool:
+    """The frame's own origin (Helpdesk's host) or one of the site's allowed origins."""
+    try:
+        normalized = normalize_origin(origin)
+    except ValueError:
+        return False
+    return urlsplit(normalized).netloc == host.lower() or normalized in site.allowed_origins
+
+
+class WidgetConsumer(AsyncWebsocketConsumer):
+    site: services.SiteInfo
+    visitor_id: int | None = None
+    conversation_id: int | None = None
+
+    async def connect(self) -> None:
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in self.scope["headers"]
+        }
+        key = self.scope["url_route"]["kwargs"]["site_key"]
+        site = await database_sync_to_async(services.get_active_site)(key=key)
+        if site is None or not origin_allowed(
+            origin=headers.get("origin", ""), host=headers.get("host", ""), site=site
+        ):
+            # Closing before accept refuses the handshake with HTTP 403.
+            await self.close()
+            return
+        self.site = site
+        self.user_agent = headers.get("user-agent", "")
+        self.recent_messages: deque[float] = deque()
+        self.answer_lock = asyncio.Lock()
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if self.conversation_id is not None:
+            await self.channel_layer.group_discard(
+                conversation_group(self.conversation_id), self.channel_name
+            )
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            if text_data is None:
+                raise ProtocolError("binary_not_supported", "Binary frames are not supported.")
+            if len(text_data.encode("utf-8")) > settings.HELPDESK_MAX_FRAME_BYTES:
+                raise ProtocolError(
+                    "frame_too_large",
+                    f"Frames are limited to {settings.HELPDESK_MAX_FRAME_BYTES} bytes.",
+                )
+            frame = parse_client_frame(text_data)
+            if frame["type"] != "hello" and self.visitor_id is None:
+                raise ProtocolError("not_ready", "Send 'hello' first.")
+            await getattr(self, f"on_{frame['type']}")(frame)
+        except ProtocolError as error:
+            await self.send_frame(
+                {
+                    "type": "error",
+                    "code": error.code,
+                    "message": error.message,
+                    "id": error.client_id,
+                }
+            )
+
+    async def send_frame(self, frame: dict) -> None:
+        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+
+    # Client frames
+
+    async def on_hello(self, frame: dict) -> None:
+        session = await database_sync_to_async(services.open_visitor_session)(
+            site_id=self.site.id,
+            token=frame["token"],
+            language=frame["language"],
+            page_url=frame["page_url"],
+            user_agent=self.user_agent,
+        )
+        self.visitor_id = session.visitor_id
+        conversation = session.conversation
+        await self.follow_conversation(conversation["id"] if conversation else None)
+        await self.send_frame(
+            {
+                "type": "ready",
+                "token": session.token,
+                "conversation": conversation,
+                "greeting": self.site.greeting,
+            }
+        )
+        await self.replay(after=frame["after"])
+
+    async def on_message(self, frame: dict) -> None:
+        self.check_rate(frame["id"])
+        recorded = await database_sync_to_async(services.record_visitor_message)(
+            visitor_id=self.visitor_id, client_id=frame["id"], text=frame["text"]
+        )
+        await self.follow_conversation(recorded.conversation_id)
+        stored = recorded.message
+        await self.send_frame(
+            {
+                "type": "ack",
+                "id": str(frame["id"]),
+                "message_id": stored["id"],
+                "conversation": recorded.conversation_id,
+                "seq": stored["seq"],
+                "duplicate": not recorded.created,
+            }
+        )
+        if not recorded.created:
+            return
+        await self.publish({"type": "message", "message": stored}, skip_self=True)
+        if recorded.conversation_status == Conversation.Status.BOT:
+            task = asyncio.create_task(self.answer(recorded.conversation_id, stored["id"]))
+            _running_answers.add(task)
+            task.add_done_callback(_running_answers.discard)
+
+    async def on_resume(self, frame: dict) -> None:
+        await self.replay(after=frame["after"])
+
+    async def on_attributes(self, frame: dict) -> None:
+        await database_sync_to_async(services.update_visitor_attributes)(
+            visitor_id=self.visitor_id, attributes=frame["attributes"]
+        )
+
+    async def on_ping(self, frame: dict) -> None:
+        await self.send_frame({"type": "pong"})
+
+    # Helpers
+
+    def check_rate(self, client_id) -> None:
+        now = time.monotonic()
+        window = settings.HELPDESK_RATE_LIMIT_WINDOW
+        while self.recent_messages and now - self.recent_messages[0] > window:
+            self.recent_messages.popleft()
+        if len(self.recent_messages) >= settings.HELPDESK_RATE_LIMIT_MESSAGES:
+            raise ProtocolError(
+                "rate_limited", "Too many messages; wait a moment and resend.", str(client_id)
+            )
+        self.recent_messages.append(now)
+
+    async def follow_conversation(self, conversation_id: int | None) -> None:
+        if conversation_id == self.conversation_id:
+            return
+        if self.conversation_id is not None:
+            await self.channel_layer.group_discard(
+                conversation_group(self.conversation_id), self.channel_name
+            )
+        self.conversation_id = conversation_id
+        if conversation_id is not None:
+            await self.channel_layer.group_add(
+                conversation_group(conversation_id), self.channel_name
+            )
+
+    async def replay(self, *, after: int) -> None:
+        if self.conversation_id is not None:
+            while True:
+                batch = await database_sync_to_async(services.messages_after)(
+                    visitor_id=self.visitor_id, conversation_id=self.conversation_id, after=after
+                )
+                for message in batch:
+                    await self.send_frame(
+                        {
+                            "type": "message",
+                            "conversation": self.conversation_id,
+                            "message": message,
+                        }
+                    )
+                    after = message["seq"]
+                if len(batch) < settings.HELPDESK_RESUME_BATCH:
+                    break
+        await self.send_frame(
+            {"type": "synced", "conversation": self.conversation_id, "seq": after}
+        )
+
+    async def publish(self, frame: dict, *, skip_self: bool = False) -> None:
+        """Send a frame to every connection following the current conversation."""
+        await self.channel_layer.group_send(
+            conversation_group(self.conversation_id),
+            {
+                "type": "conversation.frame",
+                "frame": {"conversation": self.conversation_id, **frame},
+                "skip": self.channel_name if skip_self else None,
+            },
+        )
+
+    async def answer(self, conversation_id: int, message_id: int) -> None:
+        group = conversation_group(conversation_id)
+
+        async def relay(frame: dict) -> None:
+            event = {"conversation": conversation_id, **frame}
+            await self.channel_layer.group_send(
+                group, {"type": "conversation.frame", "frame": event, "skip": None}
+            )
+
+        async with self.answer_lock:
+            await relay({"type": "typing", "author": "bot", "active": True})
+            try:
+                async for event in engine.reply(
+                    conversation_id=conversation_id, message_id=message_id
+                ):
+                    await relay(_frame_of(event))
+            except Exception:
+                logger.exception("The bot failed on conversation %s", conversation_id)
+                await relay(
+                    {
+                        "type": "error",
+                        "code": "bot_unavailable",
+                        "message": "The assistant failed.",
+                        "id": None,
+                    }
+                )
+            finally:
+                await relay({"type": "typing", "author": "bot", "active": False})
+
+    # Channel-layer events
+
+    async def conversation_frame(self, event: dict) -> None:
+        if event.get("skip") != self.channel_name:
+            await self.send_frame(event["frame"])
+
+
+def _frame_of(event: engine.BotEvent) -> dict:
+    if isinstance(event, engine.Delta):
+        return {
+            "type": "delta",
+            "message_id": event.message_id,
+            "seq": event.seq,
+            "offset": event.offset,
+            "text": event.text,
+        }
+    if isinstance(event, engine.Stored):
+        message = event.message
+        return {
+            "type": "done",
+            "message_id": message["id"],
+            "seq": message["seq"],
+            "author": message["author"],
+            "text": message["text"],
+            "state": message["state"],
+        }
+    return {"type": "message", "message": event.message}

@@ -1,0 +1,106 @@
+"""Validation of the frames a widget sends (docs/protocol.md is the contract)."""
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+MAX_TEXT_CHARS = 2000
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_CHARS = 500
+
+
+@dataclass
+class ProtocolError(Exception):
+    code: str
+    message: str
+    client_id: str | None = None
+
+
+def _require(frame: dict, field: str, kind: type, client_id: str | None = None) -> Any:
+    if field not in frame:
+        raise ProtocolError("missing_field", f"The field '{field}' is required.", client_id)
+    value = frame[field]
+    if not isinstance(value, kind):
+        raise ProtocolError("invalid_field", f"The field '{field}' has the wrong type.", client_id)
+    return value
+
+
+def _sequence(frame: dict, field: str) -> int:
+    value = frame.get(field, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError("invalid_field", f"The field '{field}' must be a whole number ≥ 0.")
+    return value
+
+
+def _parse_message(frame: dict) -> dict:
+    raw_id = _require(frame, "id", str)
+    try:
+        client_id = uuid.UUID(raw_id)
+    except ValueError:
+        raise ProtocolError("invalid_field", "The field 'id' must be a UUID.") from None
+    text = _require(frame, "text", str, raw_id).strip()
+    if not text:
+        raise ProtocolError("invalid_field", "The message is empty.", raw_id)
+    if len(text) > MAX_TEXT_CHARS:
+        raise ProtocolError(
+            "invalid_field", f"The message is longer than {MAX_TEXT_CHARS} characters.", raw_id
+        )
+    return {"type": "message", "id": client_id, "text": text}
+
+
+def _parse_hello(frame: dict) -> dict:
+    token = frame.get("token")
+    if token is not None and not isinstance(token, str):
+        raise ProtocolError("invalid_field", "The field 'token' must be a string or null.")
+    language = frame.get("language") or ""
+    page_url = frame.get("page_url") or ""
+    if not isinstance(language, str) or not isinstance(page_url, str):
+        raise ProtocolError("invalid_field", "The fields 'language' and 'page_url' are strings.")
+    return {
+        "type": "hello",
+        "token": token,
+        "after": _sequence(frame, "after"),
+        "language": language[:16],
+        "page_url": page_url[:2000] if page_url.startswith(("http://", "https://")) else "",
+    }
+
+
+def _parse_attributes(frame: dict) -> dict:
+    attributes = _require(frame, "attributes", dict)
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ProtocolError("invalid_field", f"At most {MAX_ATTRIBUTES} attributes.")
+    clean = {}
+    for name, value in attributes.items():
+        if not isinstance(value, str | int | float | bool):
+            raise ProtocolError(
+                "invalid_field", f"The attribute '{name[:50]}' must be a string, number or boolean."
+            )
+        clean[name[:100]] = value[:MAX_ATTRIBUTE_CHARS] if isinstance(value, str) else value
+    return {"type": "attributes", "attributes": clean}
+
+
+PARSERS = {
+    "hello": _parse_hello,
+    "message": _parse_message,
+    "resume": lambda frame: {"type": "resume", "after": _sequence(frame, "after")},
+    "attributes": _parse_attributes,
+    "ping": lambda frame: {"type": "ping"},
+}
+
+
+def parse_client_frame(raw: str) -> dict:
+    """A validated frame as a dict, or ProtocolError naming what is wrong."""
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        raise ProtocolError("invalid_json", "The frame is not valid JSON.") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError("invalid_json", "The frame must be a JSON object.")
+    frame_type = frame.get("type")
+    parser = PARSERS.get(frame_type) if isinstance(frame_type, str) else None
+    if parser is None:
+        raise ProtocolError("unknown_type", f"Unknown frame type {str(frame_type)[:40]!r}.")
+    return parser(frame)

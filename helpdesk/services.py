@@ -1,0 +1,160 @@
+"""Writes to conversations. Every stored message takes the conversation's next sequence number."""
+
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from helpdesk.languages import supported_language
+from helpdesk.models import Conversation, Message, Site, Visitor
+from helpdesk.tokens import make_visitor_token, read_visitor_token
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What a websocket connection keeps about its site; never a model instance."""
+
+    id: int
+    key: str
+    greeting: str
+    allowed_origins: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VisitorSession:
+    visitor_id: int
+    token: str
+    conversation: dict | None
+
+
+@dataclass(frozen=True)
+class RecordedMessage:
+    message: dict
+    conversation_id: int
+    conversation_status: str
+    created: bool
+
+
+def get_active_site(*, key: str) -> SiteInfo | None:
+    site = Site.objects.filter(key=key, is_active=True).first()
+    if site is None:
+        return None
+    return SiteInfo(
+        id=site.pk,
+        key=site.key,
+        greeting=site.greeting,
+        allowed_origins=tuple(site.allowed_origins),
+    )
+
+
+def conversation_summary(conversation: Conversation | None) -> dict | None:
+    if conversation is None:
+        return None
+    return {"id": conversation.pk, "status": conversation.status, "seq": conversation.last_seq}
+
+
+def open_visitor_session(
+    *, site_id: int, token: str | None, language: str = "", page_url: str = "", user_agent: str = ""
+) -> VisitorSession:
+    """The visitor a token names, or a new one when the token is missing, forged or foreign."""
+    uid = read_visitor_token(token, site_id=site_id)
+    visitor = Visitor.objects.filter(site_id=site_id, uid=uid).first() if uid else None
+    fields = {
+        "language": supported_language(language) if language else "",
+        "page_url": page_url,
+        "user_agent": user_agent[:500],
+    }
+    if visitor is None:
+        visitor = Visitor.objects.create(site_id=site_id, **fields)
+    else:
+        changed = {name: value for name, value in fields.items() if value}
+        Visitor.objects.filter(pk=visitor.pk).update(last_seen_at=timezone.now(), **changed)
+    conversation = visitor.conversations.open().order_by("-created_at").first()
+    return VisitorSession(
+        visitor_id=visitor.pk,
+        token=make_visitor_token(site_id=site_id, visitor_uid=visitor.uid),
+        conversation=conversation_summary(conversation),
+    )
+
+
+def _next_seq(conversation_id: int) -> int:
+    # The UPDATE holds the conversation's row lock until commit, so concurrent writers of
+    # one conversation take numbers one after another and none is skipped or repeated.
+    Conversation.objects.filter(pk=conversation_id).update(
+        last_seq=F("last_seq") + 1, updated_at=timezone.now()
+    )
+    return Conversation.objects.filter(pk=conversation_id).values_list("last_seq", flat=True).get()
+
+
+def append_message(*, conversation_id: int, author: str, text: str, **fields) -> Message:
+    """Store one message at the conversation's next sequence number."""
+    with transaction.atomic():
+        seq = _next_seq(conversation_id)
+        return Message.objects.create(
+            conversation_id=conversation_id, seq=seq, author=author, text=text, **fields
+        )
+
+
+def record_visitor_message(*, visitor_id: int, client_id: uuid.UUID, text: str) -> RecordedMessage:
+    """Store a customer message once per client id; a resend returns the stored one."""
+    try:
+        with transaction.atomic():
+            # Locking the visitor serialises one visitor's tabs, so two of them cannot both
+            # open a conversation or both store the same client id.
+            visitor = Visitor.objects.select_for_update().get(pk=visitor_id)
+            existing = (
+                Message.objects.filter(conversation__visitor=visitor, client_id=client_id)
+                .select_related("conversation")
+                .first()
+            )
+            if existing is not None:
+                return _recorded(existing, created=False)
+            conversation = visitor.conversations.open().order_by("-created_at").first()
+            if conversation is None:
+                conversation = Conversation.objects.create(
+                    site_id=visitor.site_id, visitor=visitor, language=visitor.language
+                )
+            message = append_message(
+                conversation_id=conversation.pk,
+                author=Message.Author.VISITOR,
+                text=text,
+                client_id=client_id,
+            )
+            message.conversation = conversation
+            return _recorded(message, created=True)
+    except IntegrityError:
+        existing = Message.objects.select_related("conversation").get(
+            conversation__visitor_id=visitor_id, client_id=client_id
+        )
+        return _recorded(existing, created=False)
+
+
+def _recorded(message: Message, *, created: bool) -> RecordedMessage:
+    return RecordedMessage(
+        message=message.as_frame(),
+        conversation_id=message.conversation_id,
+        conversation_status=message.conversation.status,
+        created=created,
+    )
+
+
+def messages_after(*, visitor_id: int, conversation_id: int, after: int) -> list[dict]:
+    """One batch of stored messages past `after`, oldest first, of a conversation the visitor owns.
+
+    Callers loop until a batch comes back short; batches keep one replay from loading a
+    long conversation at once.
+    """
+    rows = Message.objects.filter(
+        conversation_id=conversation_id, conversation__visitor_id=visitor_id, seq__gt=after
+    ).order_by("seq")[: settings.HELPDESK_RESUME_BATCH]
+    return [message.as_frame() for message in rows]
+
+
+def update_visitor_attributes(*, visitor_id: int, attributes: dict) -> None:
+    with transaction.atomic():
+        visitor = Visitor.objects.select_for_update().get(pk=visitor_id)
+        visitor.attributes = {**visitor.attributes, **attributes}
+        visitor.save(update_fields=["attributes", "last_seen_at"])

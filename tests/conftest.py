@@ -1,0 +1,67 @@
+"""Shared fixtures: the fake LLM server and a site with a small knowledge base."""
+
+import pytest
+from django.conf import settings as django_settings
+
+from bots.models import Article
+from helpdesk.models import Site
+from tests.fake_llm import FakeLLMServer
+from tests.widget_client import SHOP_ORIGIN
+
+
+def pytest_report_header(config):
+    database = django_settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    layer = django_settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1]
+    embedded = "embedded defaults" if database == "sqlite3" else "external services"
+    return f"helpdesk: {embedded}: database={database}, channel layer={layer}"
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server():
+    with FakeLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server, settings):
+    """The fake OpenAI-compatible server, wired in as the bot's LLM for this test."""
+    fake_llm_server.reset()
+    settings.OPENAI_BASE_URL = fake_llm_server.base_url
+    settings.OPENAI_API_KEY = "test-key"
+    yield fake_llm_server
+    fake_llm_server.reset()
+
+
+def make_site(**fields) -> Site:
+    defaults = {
+        "name": "Acme Test",
+        "allowed_origins": [SHOP_ORIGIN],
+        "scope": "You are the assistant of Acme Test, an outdoor shop. Only discuss the shop.",
+        "greeting": "Hi! Ask me about shipping or returns.",
+    }
+    return Site.objects.create(**{**defaults, **fields})
+
+
+@pytest.fixture
+def site(db) -> Site:
+    site = make_site()
+    Article.objects.create(
+        site=site,
+        title="Shipping times and costs",
+        body="Standard shipping takes 3-5 business days and costs $5; free over $75.",
+        tags=["shipping", "delivery"],
+    )
+    Article.objects.create(
+        site=site,
+        title="Returns policy",
+        body="Return unused items within 30 days for a full refund.",
+        tags=["returns", "refund"],
+    )
+    Article.objects.create(
+        site=site,
+        title="退货政策",
+        body="未使用的商品可在30天内退货并全额退款。",
+        tags=["退货"],
+        language="zh-hans",
+    )
+    return site

@@ -1,0 +1,348 @@
+"""The widget websocket end to end: real consumer, real channel layer, real database."""
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from helpdesk.asgi import application
+from helpdesk.models import Conversation, Message, Visitor
+from tests.conftest import make_site
+from tests.widget_client import WidgetClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@database_sync_to_async
+def stored_messages(**filters) -> list[tuple[str, str, str]]:
+    return list(
+        Message.objects.filter(**filters).order_by("seq").values_list("author", "text", "state")
+    )
+
+
+async def connected_client(site, **kwargs) -> WidgetClient:
+    client = WidgetClient(site.key, **kwargs)
+    assert await client.connect()
+    await client.hello()
+    return client
+
+
+async def test_handshake_is_refused_for_an_unknown_site_key(site):
+    client = WidgetClient("pk_does-not-exist")
+    assert not await client.connect()
+
+
+async def test_handshake_is_refused_for_an_origin_the_site_does_not_allow(site):
+    assert not await WidgetClient(site.key, origin="https://evil.example").connect()
+    assert not await WidgetClient(site.key, origin="").connect()
+
+
+async def test_handshake_is_refused_for_an_inactive_site(site):
+    site.is_active = False
+    await database_sync_to_async(site.save)()
+    assert not await WidgetClient(site.key).connect()
+
+
+async def test_the_frame_on_helpdesks_own_origin_may_connect(site):
+    client = WidgetClient(site.key, origin="http://testserver")
+    assert await client.connect()
+    await client.close()
+
+
+async def test_hello_issues_a_token_and_starts_with_no_conversation(site):
+    client = WidgetClient(site.key)
+    assert await client.connect()
+    ready, replayed = await client.hello()
+    assert ready["token"]
+    assert ready["conversation"] is None
+    assert ready["greeting"] == site.greeting
+    assert replayed == []
+    await client.close()
+
+
+async def test_a_message_is_stored_before_it_is_acked(site):
+    client = await connected_client(site)
+    client_id = str(uuid.uuid4())
+    await client.send({"type": "message", "id": client_id, "text": "How long does shipping take?"})
+    ack = (await client.receive_until("ack"))[-1]
+    # The ack names the stored row, and the row is there the moment the ack arrives.
+    row = await database_sync_to_async(Message.objects.get)(pk=ack["message_id"])
+    assert ack == {
+        "type": "ack",
+        "id": client_id,
+        "message_id": row.pk,
+        "conversation": row.conversation_id,
+        "seq": 1,
+        "duplicate": False,
+    }
+    assert (row.author, row.text, str(row.client_id)) == (
+        "visitor",
+        "How long does shipping take?",
+        client_id,
+    )
+    await client.answer()
+    await client.close()
+
+
+async def test_a_resent_message_is_acked_again_and_stored_once(site):
+    client = await connected_client(site)
+    client_id = str(uuid.uuid4())
+    first = await client.say("Do you ship abroad?", client_id)
+    await client.answer()
+    second = await client.say("Do you ship abroad?", client_id)
+    assert second["duplicate"] is True
+    assert second["message_id"] == first["message_id"]
+    assert second["seq"] == first["seq"]
+    # No second answer either: only the one bot reply to the one stored question.
+    assert [a for a, _, _ in await stored_messages()] == ["visitor", "bot"]
+    await client.close()
+
+
+async def test_the_offline_answerer_streams_the_best_article(site):
+    client = await connected_client(site)
+    await client.say("How long does shipping take and what does it cost?")
+    deltas, done = await client.answer()
+    assert len(deltas) > 1
+    assert "".join(d["text"] for d in deltas) == done["text"]
+    assert [d["offset"] for d in deltas] == [
+        sum(len(d["text"]) for d in deltas[:i]) for i in range(len(deltas))
+    ]
+    assert "Standard shipping takes 3-5 business days" in done["text"]
+    assert done["state"] == "complete"
+    assert done["seq"] == 2
+    assert {d["seq"] for d in deltas} == {2}
+    stored = await database_sync_to_async(Message.objects.get)(pk=done["message_id"])
+    assert (stored.author, stored.state, stored.answer_source) == ("bot", "complete", "offline")
+    assert stored.text == done["text"]
+    assert stored.first_token_ms is not None
+    await client.close()
+
+
+async def test_the_offline_answerer_says_so_when_nothing_matches(site):
+    client = await connected_client(site)
+    await client.say("What is the airspeed velocity of an unladen swallow?")
+    _, done = await client.answer()
+    assert "couldn't find" in done["text"]
+    await client.close()
+
+
+async def test_chinese_questions_get_the_chinese_article(site):
+    client = await connected_client(site)
+    await client.say("退货政策是什么？")
+    _, done = await client.answer()
+    assert "30天内退货" in done["text"]
+    await client.close()
+
+
+async def test_a_reconnect_resumes_from_the_last_seen_sequence(site):
+    first = await connected_client(site)
+    await first.say("Shipping cost?")
+    await first.answer()
+    await first.say("And returns?")
+    await first.answer()
+    token = first.token
+    await first.close()
+
+    again = WidgetClient(site.key)
+    assert await again.connect()
+    ready, replayed = await again.hello(token=token, after=2)
+    assert ready["conversation"]["seq"] == 4
+    assert [m["seq"] for m in replayed] == [3, 4]
+    assert [m["author"] for m in replayed] == ["visitor", "bot"]
+    await again.close()
+
+    reload = WidgetClient(site.key)
+    assert await reload.connect()
+    _, everything = await reload.hello(token=token, after=0)
+    assert [m["seq"] for m in everything] == [1, 2, 3, 4]
+    await reload.close()
+
+
+async def test_resume_returns_what_a_gap_lost(site):
+    client = await connected_client(site)
+    await client.say("Shipping cost?")
+    await client.answer()
+    await client.send({"type": "resume", "after": 0})
+    frames = await client.receive_until("synced")
+    assert [f["message"]["seq"] for f in frames if f["type"] == "message"] == [1, 2]
+    assert frames[-1]["seq"] == 2
+    await client.close()
+
+
+async def test_an_answer_survives_the_socket_closing_midway(site):
+    client = await connected_client(site)
+    await client.say("How long does shipping take?")
+    token = client.token
+    await client.close()
+    for _ in range(100):
+        if [a for a, _, s in await stored_messages() if s == "complete"] == ["visitor", "bot"]:
+            break
+        await asyncio.sleep(0.05)
+    again = WidgetClient(site.key)
+    assert await again.connect()
+    _, replayed = await again.hello(token=token, after=1)
+    assert [(m["author"], m["state"]) for m in replayed] == [("bot", "complete")]
+    await again.close()
+
+
+async def test_a_second_tab_of_the_same_visitor_sees_the_conversation_live(site):
+    tab_a = await connected_client(site)
+    await tab_a.say("Shipping?")
+    await tab_a.answer()
+    tab_b = WidgetClient(site.key)
+    assert await tab_b.connect()
+    await tab_b.hello(token=tab_a.token, after=2)
+    await tab_a.say("Returns?")
+    echoed = (await tab_b.receive_until("message"))[-1]
+    assert echoed["message"]["text"] == "Returns?"
+    assert echoed["message"]["seq"] == 3
+    _, done = await tab_b.answer()
+    assert done["seq"] == 4
+    await tab_a.answer()
+    await tab_a.close()
+    await tab_b.close()
+
+
+async def test_a_visitor_cannot_open_another_visitors_conversation(site):
+    owner = await connected_client(site)
+    await owner.say("My order number is 1234, where is it?")
+    await owner.answer()
+    await owner.close()
+
+    forged = owner.token[:-2] + ("AA" if not owner.token.endswith("AA") else "BB")
+    for token in [forged, "not-a-token", None]:
+        stranger = WidgetClient(site.key)
+        assert await stranger.connect()
+        ready, replayed = await stranger.hello(token=token, after=0)
+        assert ready["conversation"] is None
+        assert replayed == []
+        assert ready["token"] != owner.token
+        await stranger.close()
+
+    other_site = await database_sync_to_async(make_site)(name="Other shop")
+    elsewhere = WidgetClient(other_site.key)
+    assert await elsewhere.connect()
+    ready, replayed = await elsewhere.hello(token=owner.token, after=0)
+    assert ready["conversation"] is None
+    assert replayed == []
+    await elsewhere.close()
+    assert await database_sync_to_async(Visitor.objects.count)() == 5
+
+
+BAD_FRAMES = [
+    ("not json at all", "invalid_json"),
+    ("[1, 2, 3]", "invalid_json"),
+    ('{"type": "shout"}', "unknown_type"),
+    ('{"text": "no type"}', "unknown_type"),
+    ('{"type": "message", "text": "no id"}', "missing_field"),
+    ('{"type": "message", "id": "4b0e8c1e-6f1e-4a57-9a43-3d9e1f0a7a10"}', "missing_field"),
+    ('{"type": "message", "id": "not-a-uuid", "text": "hi"}', "invalid_field"),
+    (
+        '{"type": "message", "id": "4b0e8c1e-6f1e-4a57-9a43-3d9e1f0a7a10", "text": "  "}',
+        "invalid_field",
+    ),
+    (
+        '{"type": "message", "id": "4b0e8c1e-6f1e-4a57-9a43-3d9e1f0a7a10", "text": 42}',
+        "invalid_field",
+    ),
+    ('{"type": "resume", "after": -1}', "invalid_field"),
+    ('{"type": "attributes", "attributes": {"plan": ["a", "list"]}}', "invalid_field"),
+]
+
+
+@pytest.mark.parametrize(("raw", "code"), BAD_FRAMES)
+async def test_bad_frames_get_an_error_and_the_connection_stays_open(site, raw, code):
+    client = await connected_client(site)
+    await client.communicator.send_to(text_data=raw)
+    error = await client.receive()
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["message"]
+    await client.send({"type": "ping"})
+    assert await client.receive() == {"type": "pong"}
+    assert await stored_messages() == []
+    await client.close()
+
+
+async def test_binary_frames_are_refused_with_an_error(site):
+    client = await connected_client(site)
+    await client.communicator.send_to(bytes_data=b"\x00\x01")
+    assert (await client.receive())["code"] == "binary_not_supported"
+    await client.send({"type": "ping"})
+    assert await client.receive() == {"type": "pong"}
+    await client.close()
+
+
+async def test_frames_over_four_kilobytes_are_refused_and_nothing_is_stored(site):
+    client = await connected_client(site)
+    big = json.dumps({"type": "message", "id": str(uuid.uuid4()), "text": "x" * 4100})
+    await client.communicator.send_to(text_data=big)
+    assert (await client.receive())["code"] == "frame_too_large"
+    # Four kilobytes are bytes, not characters: 1,400 Chinese characters are 4,200 bytes.
+    wide = json.dumps(
+        {"type": "message", "id": str(uuid.uuid4()), "text": "货" * 1400}, ensure_ascii=False
+    )
+    await client.communicator.send_to(text_data=wide)
+    assert (await client.receive())["code"] == "frame_too_large"
+    assert await stored_messages() == []
+    await client.say("Still here?")
+    await client.answer()
+    await client.close()
+
+
+async def test_frames_before_hello_are_refused(site):
+    communicator = WebsocketCommunicator(
+        application,
+        f"/ws/widget/{site.key}/",
+        headers=[(b"host", b"testserver"), (b"origin", b"https://shop.example")],
+    )
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "message", "id": str(uuid.uuid4()), "text": "hi"})
+    assert (await communicator.receive_json_from())["code"] == "not_ready"
+    assert await stored_messages() == []
+    await communicator.disconnect()
+
+
+async def test_too_many_messages_are_refused_without_storing_them(site, settings):
+    settings.HELPDESK_RATE_LIMIT_MESSAGES = 2
+    client = await connected_client(site)
+    await client.say("One: shipping?")
+    await client.answer()
+    await client.say("Two: returns?")
+    await client.answer()
+    refused_id = str(uuid.uuid4())
+    await client.send({"type": "message", "id": refused_id, "text": "Three"})
+    error = await client.receive()
+    assert (error["code"], error["id"]) == ("rate_limited", refused_id)
+    assert [t for _, t, _ in await stored_messages(author="visitor")] == [
+        "One: shipping?",
+        "Two: returns?",
+    ]
+    await client.close()
+
+
+async def test_attributes_from_the_host_page_are_stored_on_the_visitor(site):
+    client = await connected_client(site)
+    await client.send({"type": "attributes", "attributes": {"plan": "pro", "orders": 3}})
+    await client.send({"type": "ping"})
+    assert await client.receive() == {"type": "pong"}
+    visitor = await database_sync_to_async(Visitor.objects.get)()
+    assert visitor.attributes == {"plan": "pro", "orders": 3}
+    await client.close()
+
+
+async def test_a_resolved_conversation_is_followed_by_a_new_one(site):
+    client = await connected_client(site)
+    first = await client.say("Shipping?")
+    await client.answer()
+    await database_sync_to_async(Conversation.objects.filter(pk=first["conversation"]).update)(
+        status=Conversation.Status.RESOLVED
+    )
+    second = await client.say("Hello again, returns?")
+    assert second["conversation"] != first["conversation"]
+    assert second["seq"] == 1
+    await client.answer()
+    await client.close()

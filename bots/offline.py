@@ -10,8 +10,13 @@ from django.utils.translation import gettext
 
 from bots.retrieval import has_cjk, search_articles
 
-# BM25 scores below this come from one common word shared by chance, not a real match.
-MIN_SCORE = 2.0
+# A match must share enough of the question's terms with the article: "football match" is
+# not a question about price matching. Chinese is indexed as characters and bigrams, of which
+# a real match shares fewer, so its bar is lower. BM25 scores themselves shrink with the size
+# of the knowledge base, so the score bar only drops near-zero matches.
+MIN_COVERAGE = 0.5
+MIN_COVERAGE_CHINESE = 0.3
+MIN_SCORE = 0.5
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,12 @@ def answer_offline(*, site_id: int, question: str, language: str = "") -> Offlin
     """Chinese questions are answered in Chinese when a Chinese article matches."""
     chinese = has_cjk(question) or language.lower().startswith("zh")
     snippets = search_articles(site_id=site_id, query=question, limit=5)
-    snippets = [s for s in snippets if s.score >= MIN_SCORE]
+    snippets = [
+        s
+        for s in snippets
+        if s.score >= MIN_SCORE
+        and s.coverage >= (MIN_COVERAGE_CHINESE if chinese else MIN_COVERAGE)
+    ]
     if chinese:
         snippets.sort(key=lambda s: not s.language.startswith("zh"))
     with translation.override("zh-hans" if chinese else "en"):

@@ -1,4 +1,4 @@
-"""Knowledge-base retrieval: BM25 over words (Latin scripts) and character bigrams (CJK).
+"""Knowledge-base retrieval: BM25 over stemmed words (Latin scripts) and character bigrams (CJK).
 
 Chinese has no spaces, so a run of Han characters is indexed as its single characters and
 its overlapping bigrams; that needs no segmenter and no dictionary.
@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import snowballstemmer
+
 from bots.models import Article
 
 WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -18,7 +20,8 @@ CJK_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 STOP_WORDS = frozenset(
     """a an and are as at be but by can could do does did for from have has how i if in into is
     it its me my of on or our so that the their them there this to us was we were what when where
-    which who why will with would you your please hi hello thanks thank get got""".split()
+    which who why will with would you your please hi hello thanks thank get got long take much
+    many need want know tell like make use""".split()
 )
 CJK_STOP_CHARS = frozenset("的了吗呢吧啊是我你您在有和与就都也要这那个么什怎")
 
@@ -26,17 +29,21 @@ K1 = 1.2
 B = 0.75
 
 
-def _stem(word: str) -> str:
-    # A light plural/verb fold is enough for FAQ matching ("returns" ~ "return").
-    for suffix in ("ing", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
+# Snowball (Porter 2) folds "shipping", "ships" and "shipped" to "ship"; its stemmer objects
+# are not thread-safe, so each thread gets its own.
+_stemmers = threading.local()
+
+
+def _stem_words(words: list[str]) -> list[str]:
+    stemmer = getattr(_stemmers, "english", None)
+    if stemmer is None:
+        stemmer = _stemmers.english = snowballstemmer.stemmer("english")
+    return stemmer.stemWords(words)
 
 
 def tokenize(text: str) -> list[str]:
     lowered = text.lower()
-    tokens = [_stem(w) for w in WORD_RE.findall(lowered) if w not in STOP_WORDS]
+    tokens = _stem_words([w for w in WORD_RE.findall(lowered) if w not in STOP_WORDS])
     for run in CJK_RUN_RE.findall(lowered):
         tokens.extend(ch for ch in run if ch not in CJK_STOP_CHARS)
         tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
@@ -54,6 +61,8 @@ class Snippet:
     body: str
     language: str
     score: float
+    # The share of the question's distinct terms the article contains.
+    coverage: float
 
 
 @dataclass(frozen=True)
@@ -72,9 +81,10 @@ class KnowledgeIndex:
         self.documents: list[_Document] = []
         self.postings: dict[str, list[tuple[int, int]]] = {}
         for article_id, title, body, language, tags in articles:
-            # The title and tags say what an article is about: count them twice.
-            text = f"{title} {title} {' '.join(map(str, tags))} {' '.join(map(str, tags))} {body}"
-            counts = Counter(tokenize(text))
+            # The title and tags say what an article is about, so their words count thrice.
+            counts = Counter(tokenize(body))
+            for term in tokenize(f"{title} {' '.join(map(str, tags))}"):
+                counts[term] += 3
             doc_index = len(self.documents)
             self.documents.append(
                 _Document(article_id, title, body, language, sum(counts.values()))
@@ -91,7 +101,9 @@ class KnowledgeIndex:
 
     def search(self, query: str, *, limit: int = 3) -> list[Snippet]:
         scores: dict[int, float] = {}
-        for term in set(tokenize(query)):
+        matched: Counter[int] = Counter()
+        terms = set(tokenize(query))
+        for term in terms:
             idf = self.idf.get(term)
             if idf is None:
                 continue
@@ -100,9 +112,17 @@ class KnowledgeIndex:
                 scores[doc_index] = scores.get(doc_index, 0.0) + idf * (
                     count * (K1 + 1) / (count + K1 * norm)
                 )
+                matched[doc_index] += 1
         best = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:limit]
         return [
-            Snippet(doc.article_id, doc.title, doc.body, doc.language, round(score, 4))
+            Snippet(
+                doc.article_id,
+                doc.title,
+                doc.body,
+                doc.language,
+                round(score, 4),
+                round(matched[doc_index] / len(terms), 4),
+            )
             for doc_index, score in best
             for doc in [self.documents[doc_index]]
         ]

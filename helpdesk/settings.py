@@ -124,9 +124,16 @@ TEMPLATES = [
 
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    # CONN_MAX_AGE stays 0: under ASGI each sync_to_async thread would otherwise pin a
-    # connection that nobody closes.
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A psycopg pool instead of persistent connections: under ASGI each
+        # database_sync_to_async thread would pin a connection nobody closes, and opening a
+        # fresh one per query costs milliseconds on every customer message.
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env_int("HELPDESK_DB_POOL_MIN", 2),
+            "max_size": env_int("HELPDESK_DB_POOL_MAX", 10),
+            "timeout": env_float("HELPDESK_DB_POOL_TIMEOUT", 10.0),
+        }
 else:
     DATABASES = {
         "default": {

@@ -6,7 +6,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidde
 from django.shortcuts import get_object_or_404, render
 from django.utils.translation import get_language
 from django.views.decorators.clickjacking import xframe_options_exempt
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from helpdesk.models import Site
 
@@ -19,7 +19,7 @@ def _widget_source() -> tuple[bytes, str]:
     return body, '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
 
 
-@require_GET
+@require_safe
 def widget_js(request: HttpRequest) -> HttpResponse:
     """The loader every host page includes; public, cacheable, usable from any origin."""
     body, etag = _widget_source() if not settings.DEBUG else (WIDGET_JS.read_bytes(), None)
@@ -34,7 +34,7 @@ def widget_js(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@require_GET
+@require_safe
 @xframe_options_exempt
 def widget_frame(request: HttpRequest, site_key: str) -> HttpResponse:
     """The chat itself, framed by the host page. CSP confines it to the site's origins."""
@@ -53,6 +53,7 @@ def widget_frame(request: HttpRequest, site_key: str) -> HttpResponse:
             "hostOrigin": host_origin,
             "greeting": site.greeting,
             "language": get_language(),
+            "maxFrameBytes": settings.HELPDESK_MAX_FRAME_BYTES,
         },
     }
     response = render(request, "helpdesk/frame.html", context)
@@ -67,7 +68,7 @@ def widget_frame(request: HttpRequest, site_key: str) -> HttpResponse:
     return response
 
 
-@require_GET
+@require_safe
 def demo_page(request: HttpRequest) -> HttpResponse:
     """A stand-in for a business's page: the first active site with this host allowed."""
     origin = f"{request.scheme}://{request.get_host()}"

@@ -29,7 +29,8 @@
   var DEAD_MS = 60000; // nothing received for this long after a ping: the socket is dead
   var TYPING_TIMEOUT_MS = 60000;
   var LABELS = { visitor: 'You', bot: 'Assistant', agent: 'Agent', system: 'Notice' };
-  var STATUS_LINES = { waiting: 'Waiting', human: 'Human', resolved: 'Resolved' };
+  // status -> the translated line shown in the log when the conversation enters it
+  var STATUS_LINES = { waiting: 'Waiting', resolved: 'Resolved' };
 
   // Translated strings come from data-i18n-* attributes on #helpdesk (see frame.html).
   var FALLBACK = {
@@ -40,7 +41,7 @@
     RateLimited: 'You are sending messages too quickly. We will send it shortly.',
     BotUnavailable: 'The assistant cannot answer right now. Your message was saved.',
     Error: 'Something went wrong. Please try again.', Waiting: 'Connecting you to a person…',
-    Human: 'You are now chatting with a person.', Resolved: 'This conversation has been closed.',
+    Resolved: 'This conversation has been closed.',
     Close: 'Close'
   };
   function t(key) {
@@ -175,6 +176,7 @@
     rec.textEl.appendChild(document.createTextNode(piece));
   }
   function setNote(rec, text, kind) {
+    if (rec.noteEl) rec.noteEl.removeAttribute('aria-hidden');
     if (!text) {
       if (rec.noteEl) { rec.noteEl.remove(); rec.noteEl = null; }
       return;
@@ -201,7 +203,10 @@
   function setVisitorStatus(rec, status) {
     rec.status = status;
     rec.el.setAttribute('data-status', status);
-    if (status === 'pending') setNote(rec, t('Sending'), 'sending');
+    if (status === 'pending') {
+      setNote(rec, t('Sending'), 'sending');
+      rec.noteEl.setAttribute('aria-hidden', 'true');
+    }
     else if (status === 'sent' && rec.noteEl && rec.noteEl.getAttribute('data-note') === 'sending') setNote(rec, null);
   }
   function setTime(rec, iso) {
@@ -248,7 +253,6 @@
     }
     greetingEl.__text.textContent = text;
   }
-  var lastLine = null;
   function statusLine(status) {
     var key = STATUS_LINES[status];
     if (!key) return;
@@ -257,7 +261,6 @@
     var line = make('div', 'hd-line', t(key));
     line.setAttribute('data-notice', status);
     logEl.appendChild(line);
-    lastLine = line;
     scrollDown(false);
   }
 
@@ -276,10 +279,7 @@
   var statusTimer = 0;
   function setStatus(text, delay) {
     clearTimeout(statusTimer);
-    var apply = function () {
-      statusEl.textContent = text || '';
-      root.setAttribute('data-connection', text ? 'down' : 'up');
-    };
+    var apply = function () { statusEl.textContent = text || ''; };
     if (text && delay) statusTimer = setTimeout(apply, delay); else apply();
   }
   var noticeTimer = 0;
@@ -329,7 +329,6 @@
   var reconnectTimer = 0;
   var pingTimer = 0;
   var lastRx = 0;
-  var helloAfter = 0;
   var resumeInFlight = false;
   var resumeAfter = -1; // the `after` of the resume in flight
   var stalledAfter = -1; // a resume from here brought nothing new; do not repeat it
@@ -351,6 +350,7 @@
     clearTimeout(reconnectTimer);
     reconnectTimer = 0;
     if (ws) return;
+    root.setAttribute('data-connection', 'connecting');
     setStatus(everReady ? t('Reconnecting') : t('Connecting'), everReady ? 0 : 800);
     var sock;
     try { sock = new WebSocket(wsUrl()); } catch (e) { scheduleReconnect(); return; }
@@ -358,7 +358,6 @@
     sock.onopen = function () {
       if (ws !== sock) return;
       lastRx = Date.now();
-      helloAfter = lastSeq;
       var hello = { type: 'hello', token: token || null, after: lastSeq, language: navigator.language || cfg.language || '' };
       var ref = document.referrer;
       if (ref && /^https?:/i.test(ref) && ref.length <= 2000) hello.page_url = ref;
@@ -401,6 +400,7 @@
     resumeInFlight = false;
     clearInterval(pingTimer);
     hideTyping();
+    root.setAttribute('data-connection', 'down');
     setStatus(everReady ? t('Reconnecting') : t('Connecting'), everReady ? 0 : 800);
     scheduleReconnect();
   }
@@ -488,21 +488,24 @@
     everReady = true;
     attempts = 0;
     replaying = true;
+    root.setAttribute('data-connection', 'ready');
     setStatus('');
     var c = f.conversation;
     if (c && c.id != null) {
-      if (c.id !== conv) {
-        switchConversation(c.id);
-        // `after` in our hello counted another conversation: ask for this one from the start.
-        if (helloAfter > 0) { resumeInFlight = true; resumeAfter = 0; seqAtResume = 0; sendFrame({ type: 'resume', after: 0 }); }
-      }
+      // A new conversation (the old one was resolved): the `after` of our hello counted the old
+      // one, so onSynced finds seqs missing below knownSeq and resumes this one from 0.
+      switchConversation(c.id);
       convStatus = c.status || null;
       knownSeq = c.seq || 0;
     } else {
       knownSeq = 0;
     }
+    var hasHistory = !!logEl.querySelector('.hd-msg[data-seq]');
     if (!c || !c.seq) {
-      if (!logEl.querySelector('.hd-msg[data-seq]')) showGreeting(f.greeting);
+      if (!hasHistory) showGreeting(f.greeting);
+    } else if (greetingEl && !hasHistory) {
+      greetingEl.remove(); // shown before we knew this visitor already has a conversation
+      greetingEl = null;
     }
     flushOutbox();
     flushAttributes();
@@ -519,7 +522,6 @@
     }
     if (!initialSynced) {
       initialSynced = true;
-      bySeq.forEach(function (rec) { if (rec.final && rec.author !== 'visitor') rec.posted = true; });
       if (convStatus === 'waiting') statusLine('waiting');
     }
     var top = Math.max(maxSeen(), knownSeq);
@@ -579,7 +581,9 @@
       byClient.set(cid, rec);
     }
     var state = m.state || 'complete';
-    if (state === 'streaming' && !rec.final && rec.text.length > String(m.text || '').length) {
+    if (state === 'streaming' && !fresh && rec.final) {
+      state = rec.state; // a stale snapshot never undoes a `done` we already have
+    } else if (state === 'streaming' && !fresh && rec.text.length > String(m.text || '').length) {
       // our deltas are ahead of the stored snapshot: keep them
     } else if (fresh || rec.text !== m.text) {
       setText(rec, m.text);
@@ -654,7 +658,7 @@
     if (f.status === convStatus) return;
     convStatus = f.status || null;
     if (convStatus !== 'bot') hideTyping();
-    if (convStatus === 'waiting' || convStatus === 'resolved' || convStatus === 'human') statusLine(convStatus);
+    statusLine(convStatus);
     root.setAttribute('data-status', convStatus || '');
   }
 
@@ -757,10 +761,13 @@
     pendingAttrs = null;
     logEl.textContent = '';
     greetingEl = null;
-    lastLine = null;
     byClient.clear();
-    conv = -1; // force a fresh start
-    switchConversation(null);
+    conv = null;
+    bySeq = new Map();
+    lastSeq = 0;
+    resumeInFlight = false;
+    stalledAfter = -1;
+    convStatus = null;
     knownSeq = 0;
     initialSynced = false;
     everReady = false;
@@ -809,9 +816,14 @@
   input.addEventListener('input', autosize);
   closeBtn.addEventListener('click', function () { postHost({ helpdesk: 'close' }); });
   document.addEventListener('keydown', function (e) {
-    if (e.key === 'Escape' && !e.defaultPrevented) postHost({ helpdesk: 'close' });
+    if (e.key === 'Escape' && !e.defaultPrevented && !e.isComposing) postHost({ helpdesk: 'close' });
   });
   if (!IN_FRAME) closeBtn.hidden = true;
+
+  // Another tab of the same host page forgot the visitor (Helpdesk('reset')): follow it.
+  window.addEventListener('storage', function (e) {
+    if (e.key === PREFIX + 'token' && e.newValue === null && token) resetVisitor();
+  });
 
   // ---- start -----------------------------------------------------------------------------------
   if (/(?:^|[?&])reset=1(?:&|$)/.test(location.search)) {

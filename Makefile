@@ -33,10 +33,13 @@ test: test-mode deps chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-mode:
-	@if [ -n "$$DATABASE_URL" ]; then \
-		echo "make test: on PostgreSQL (DATABASE_URL) and $${REDIS_URL:+the Redis channel layer (REDIS_URL)}$${REDIS_URL:-the in-memory channel layer}"; \
-	else \
+	@db=SQLite; layer=in-memory; \
+	[ -n "$$DATABASE_URL" ] && db="PostgreSQL (DATABASE_URL)"; \
+	[ -n "$$REDIS_URL" ] && layer="Redis (REDIS_URL)"; \
+	if [ -z "$$DATABASE_URL$$REDIS_URL" ]; then \
 		echo "make test: on the embedded defaults (SQLite, in-memory channel layer); set DATABASE_URL and REDIS_URL for PostgreSQL and Redis"; \
+	else \
+		echo "make test: on $$db and the $$layer channel layer"; \
 	fi
 
 # Browser tests drive Debian's Chromium; Playwright cannot download its own browser here.

@@ -1,33 +1,84 @@
 """The bot's side of a turn, as a stream of events the consumer relays.
 
-`reply()` is the one entry point the websocket consumer uses; the engine can grow
-(retrieval in the prompt, caching, tools, fallbacks) without the consumer changing.
+`reply()` is the one entry point the websocket consumer uses. A turn goes:
+banned words -> provider moderation -> curated answer -> response cache -> retrieval ->
+LLM (prompt within budget, tools, leak guard, circuit breaker) or the offline answerer ->
+stored answer with sources, tokens, cost and one audit row per provider call.
 """
 
 import asyncio
+import hashlib
+import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import aclosing
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.cache import cache
 from django.utils import translation
 from django.utils.translation import gettext
 
-from bots.llm import LLMError, Usage, llm_configured, stream_chat
-from bots.offline import answer_offline
-from bots.services import (
-    Turn,
-    finish_bot_message,
-    load_turn,
-    post_system_message,
-    start_bot_message,
+from bots import services, summary
+from bots.circuit import breaker
+from bots.curated import find_curated_answer, record_curated_hit
+from bots.leak import LeakGuard
+from bots.llm import (
+    LLMError,
+    ToolCallRequest,
+    Usage,
+    get_client,
+    llm_configured,
+    provider_key,
+    stream_chat,
 )
+from bots.moderation import banned_words_for, moderate_with_provider
+from bots.offline import answer_offline
+from bots.pii import redact
+from bots.pricing import cost_of
+from bots.prompt import KnowledgeSnippet, PromptParts, PromptTooLarge, build_prompt
+from bots.retrieval import Snippet, search_articles
+from helpdesk.services import StatusChange, request_human
 
 logger = logging.getLogger(__name__)
 
-OFFLINE_PIECE_RE = re.compile(r"(?:\S+\s*){1,4}|\s+")
+PIECE_RE = re.compile(r"(?:\S+\s*){1,4}|\s+")
+CITATION_RE = re.compile(r"\[#(\d+)\]")
+SNIPPETS_PER_PROMPT = 4
+MAX_TOOL_ROUNDS = 2
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "handoff_to_human",
+            "description": (
+                "Hand the conversation to a human agent: the customer asks for a person, is "
+                "upset, or needs something you cannot do or answer from the knowledge base."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {"reason": {"type": "string", "description": "Why, in a few words."}},
+                "required": ["reason"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "search_knowledge_base",
+            "description": "Search the business's knowledge base for articles about a topic.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "What to look for."}},
+                "required": ["query"],
+            },
+        },
+    },
+]
 
 
 @dataclass(frozen=True)
@@ -47,113 +98,443 @@ class Stored:
 
 @dataclass(frozen=True)
 class Notice:
-    """A system message the engine stored to tell the customer something went wrong."""
+    """A system message the engine stored to tell the customer something."""
 
     message: dict
     code: str
 
 
-BotEvent = Delta | Stored | Notice
+@dataclass(frozen=True)
+class StatusChanged:
+    change: StatusChange
 
 
-def build_llm_messages(turn: Turn) -> list[dict]:
-    # Customer text only ever travels as user content, never inside the system message.
-    return [{"role": "system", "content": turn.scope}] + [
-        {"role": role, "content": text} for role, text in turn.history
-    ]
+BotEvent = Delta | Stored | Notice | StatusChanged
 
 
-async def _llm_pieces(turn: Turn) -> AsyncIterator[str | Usage]:
-    async for piece in stream_chat(
-        model=turn.model,
-        messages=build_llm_messages(turn),
-        temperature=turn.temperature,
-        max_tokens=turn.max_tokens,
-    ):
-        yield piece
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)
 
 
-async def _offline_pieces(turn: Turn) -> AsyncIterator[str | Usage]:
-    answer = await database_sync_to_async(answer_offline)(
-        site_id=turn.site_id, question=turn.question, language=turn.language
-    )
-    for piece in OFFLINE_PIECE_RE.findall(answer.text):
-        yield piece
-
-
+@dataclass
 class _Answer:
-    """The answer being written: text so far, timing and usage."""
+    """The answer being written: text so far, where it came from, what it cost."""
 
-    def __init__(self, source: str, model: str) -> None:
-        self.source = source
-        self.model = model
-        self.started = time.perf_counter()
-        self.text = ""
-        self.message: dict | None = None
-        self.first_token_ms: float | None = None
-        self.usage: Usage | None = None
+    turn: services.Turn
+    started: float = field(default_factory=time.perf_counter)
+    text: str = ""
+    source: str = ""
+    message: dict | None = None
+    first_token_ms: float | None = None
+    sources: list[int] = field(default_factory=list)
+    calls: list[services.CallRecord] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    used_tools: bool = False
 
-    def elapsed_ms(self) -> float:
-        return round((time.perf_counter() - self.started) * 1000, 2)
+    async def emit(self, piece: str) -> Delta:
+        if self.message is None:
+            self.first_token_ms = _ms(self.started)
+            self.message = await database_sync_to_async(services.start_bot_message)(
+                conversation_id=self.turn.conversation_id
+            )
+        delta = Delta(self.message["id"], self.message["seq"], len(self.text), piece)
+        self.text += piece
+        return delta
 
-    async def finish(self, *, interrupted: bool) -> dict:
-        usage = self.usage
-        return await database_sync_to_async(finish_bot_message)(
-            message_id=self.message["id"],
-            text=self.text,
-            interrupted=interrupted,
-            source=self.source,
-            model=self.model if self.source == "llm" else "",
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            first_token_ms=self.first_token_ms,
-            total_ms=self.elapsed_ms(),
+    async def finish(self, *, interrupted: bool = False) -> dict:
+        llm = self.source in {"llm", "guard"} and self.prompt_tokens > 0
+        model = self.turn.bot.model if llm else ""
+        stored = await database_sync_to_async(_store_answer)(
+            answer=self, interrupted=interrupted, model=model, llm=llm
         )
+        return stored
+
+
+def _store_answer(*, answer: _Answer, interrupted: bool, model: str, llm: bool) -> dict:
+    turn = answer.turn
+    stored = services.finish_bot_message(
+        message_id=answer.message["id"],
+        text=answer.text,
+        interrupted=interrupted,
+        source=answer.source,
+        sources=services.article_links(answer.sources),
+        model=model,
+        prompt_tokens=answer.prompt_tokens if llm else None,
+        completion_tokens=answer.completion_tokens if llm else None,
+        cost=cost_of(model, answer.prompt_tokens, answer.completion_tokens) if llm else None,
+        first_token_ms=answer.first_token_ms,
+        total_ms=_ms(answer.started),
+    )
+    services.record_llm_calls(
+        site_id=turn.site_id,
+        conversation_id=turn.conversation_id,
+        message_id=answer.message["id"],
+        calls=answer.calls,
+    )
+    answer.calls = []
+    return stored
+
+
+async def _record_calls(answer: _Answer) -> None:
+    """Audit rows for provider calls of a turn that stored no answer."""
+    if answer.calls:
+        await database_sync_to_async(services.record_llm_calls)(
+            site_id=answer.turn.site_id,
+            conversation_id=answer.turn.conversation_id,
+            message_id=None,
+            calls=answer.calls,
+        )
+        answer.calls = []
+
+
+def _translated(language: str, text: str, **params) -> str:
+    with translation.override(language or "en"):
+        return gettext(text) % params if params else gettext(text)
+
+
+async def _say(answer: _Answer, text: str, source: str) -> AsyncIterator[BotEvent]:
+    """Stream a ready-made answer (curated, cached, offline, refusal) like a generated one."""
+    answer.source = source
+    for piece in PIECE_RE.findall(text):
+        yield await answer.emit(piece)
+
+
+def _cache_key(turn: services.Turn) -> str | None:
+    if not (turn.bot.cache_enabled and turn.context_free):
+        return None
+    normalized = " ".join(re.sub(r"[^\w\s]", " ", turn.question.casefold()).split())
+    digest = hashlib.sha256(f"{turn.language}|{normalized}".encode()).hexdigest()[:32]
+    return f"bots:answer:{turn.site_id}:{turn.knowledge_version}:{digest}"
 
 
 async def reply(*, conversation_id: int, message_id: int) -> AsyncIterator[BotEvent]:
     """Answer the customer message `message_id`: deltas, then the stored answer."""
-    turn = await database_sync_to_async(load_turn)(
+    turn = await database_sync_to_async(services.load_turn)(
         conversation_id=conversation_id, message_id=message_id
     )
-    use_llm = llm_configured()
-    answer = _Answer(source="llm" if use_llm else "offline", model=turn.model)
-    pieces = _llm_pieces(turn) if use_llm else _offline_pieces(turn)
+    answer = _Answer(turn=turn)
     try:
-        async for piece in pieces:
-            if isinstance(piece, Usage):
-                answer.usage = piece
-                continue
-            if answer.message is None:
-                answer.first_token_ms = answer.elapsed_ms()
-                answer.message = await database_sync_to_async(start_bot_message)(
-                    conversation_id=conversation_id
-                )
-            yield Delta(answer.message["id"], answer.message["seq"], len(answer.text), piece)
-            answer.text += piece
-    except LLMError as exc:
-        logger.warning("LLM call failed for conversation %s: %s", conversation_id, exc.kind)
-        if answer.message is not None:
-            yield Stored(await answer.finish(interrupted=True))
-        yield Notice(await _post_unavailable(turn), code="bot_unavailable")
-        return
+        async for event in _answer(turn, answer):
+            yield event
     except asyncio.CancelledError:
         # Shutting down mid-answer: never leave a half-written answer marked as streaming.
         if answer.message is not None:
             await asyncio.shield(answer.finish(interrupted=True))
         raise
-    if answer.message is None:
-        yield Notice(await _post_unavailable(turn), code="bot_unavailable")
+    await database_sync_to_async(summary.schedule_summary_if_due)(conversation_id=conversation_id)
+
+
+async def _answer(turn: services.Turn, answer: _Answer) -> AsyncIterator[BotEvent]:
+    question = redact(turn.question)
+    banned = banned_words_for(turn.bot.banned_words).find(turn.question)
+    if banned is not None:
+        async for event in _refuse_flagged(turn, answer, review="banned word"):
+            yield event
         return
-    yield Stored(await answer.finish(interrupted=False))
+
+    llm_allowed = llm_configured() and not turn.over_budget
+    if llm_allowed and settings.HELPDESK_MODERATION != "off":
+        moderation = await moderate_with_provider(get_client(), question.text)
+        if moderation is not None:
+            answer.calls.append(
+                services.CallRecord(
+                    kind="moderation",
+                    model=moderation.model,
+                    parameters={},
+                    total_ms=moderation.total_ms,
+                    outcome=moderation.outcome,
+                    pii_redacted=question.total,
+                )
+            )
+            if moderation.flagged:
+                categories = ", ".join(moderation.categories)
+                async for event in _refuse_flagged(
+                    turn, answer, review=f"moderation: {categories}"
+                ):
+                    yield event
+                return
+
+    curated = await database_sync_to_async(find_curated_answer)(
+        site_id=turn.site_id, question=turn.question, threshold=turn.bot.curated_threshold
+    )
+    if curated is not None:
+        await database_sync_to_async(record_curated_hit)(curated.curated_id)
+        async for event in _say(answer, curated.answer, "curated"):
+            yield event
+        yield Stored(await answer.finish())
+        return
+
+    cache_key = _cache_key(turn)
+    if cache_key is not None:
+        cached = await cache.aget(cache_key)
+        if cached is not None:
+            answer.sources = cached["sources"]
+            async for event in _say(answer, cached["text"], "cache"):
+                yield event
+            yield Stored(await answer.finish())
+            return
+
+    snippets = await database_sync_to_async(search_articles)(
+        site_id=turn.site_id, query=question.text, limit=SNIPPETS_PER_PROMPT
+    )
+    if llm_allowed and breaker.allow(provider_key()):
+        try:
+            async for event in _llm_answer(turn, answer, snippets):
+                yield event
+        except LLMError as exc:
+            breaker.failed(provider_key())
+            logger.warning(
+                "LLM call failed for conversation %s: %s", turn.conversation_id, exc.kind
+            )
+            async for event in _after_llm_failure(turn, answer):
+                yield event
+            return
+        breaker.succeeded(provider_key())
+        if answer.message is None:
+            await _record_calls(answer)
+            return
+        stored = await answer.finish()
+        yield Stored(stored)
+        if cache_key and answer.source == "llm" and not answer.used_tools:
+            await cache.aset(
+                cache_key, {"text": answer.text, "sources": answer.sources}, turn.bot.cache_ttl
+            )
+        return
+
+    async for event in _offline(turn, answer):
+        yield event
+    yield Stored(await answer.finish())
 
 
-async def _post_unavailable(turn: Turn) -> dict:
-    with translation.override(turn.language or "en"):
-        text = gettext(
-            "Sorry, the assistant could not answer just now. Your message is saved; "
-            "please try again in a moment, or ask to talk to a person."
-        )
-    return await database_sync_to_async(post_system_message)(
+async def _offline(turn: services.Turn, answer: _Answer) -> AsyncIterator[BotEvent]:
+    offline = await database_sync_to_async(answer_offline)(
+        site_id=turn.site_id, question=turn.question, language=turn.language
+    )
+    answer.sources = list(offline.article_ids)
+    async for event in _say(answer, offline.text, "offline"):
+        yield event
+
+
+async def _after_llm_failure(turn: services.Turn, answer: _Answer) -> AsyncIterator[BotEvent]:
+    """The fallback chain: keep what was shown, else the offline answer; then offer a human."""
+    if answer.message is not None:
+        yield Stored(await answer.finish(interrupted=True))
+    else:
+        async for event in _offline(turn, answer):
+            yield event
+        yield Stored(await answer.finish())
+    text = _translated(
+        turn.language,
+        "Sorry, the assistant could not answer just now. Your message is saved; "
+        "please try again in a moment, or ask to talk to a person.",
+    )
+    notice = await database_sync_to_async(services.post_system_message)(
         conversation_id=turn.conversation_id, text=text
     )
+    yield Notice(notice, code="bot_unavailable")
+
+
+async def _refuse_flagged(
+    turn: services.Turn, answer: _Answer, *, review: str
+) -> AsyncIterator[BotEvent]:
+    """A flagged message gets a safe reply, goes to a human, and never reaches the model."""
+    await database_sync_to_async(services.flag_for_review)(
+        message_id=turn.message_id, reason=review
+    )
+    text = _translated(
+        turn.language,
+        "I can't help with that here. I've asked a member of our team to take a look; "
+        "they will reply in this chat.",
+    )
+    async for event in _say(answer, text, "guard"):
+        yield event
+    yield Stored(await answer.finish())
+    notice = _translated(turn.language, "A member of our team will join this chat shortly.")
+    change = await database_sync_to_async(request_human)(
+        conversation_id=turn.conversation_id, reason="moderation", notice=notice
+    )
+    yield StatusChanged(change)
+
+
+def _prompt_parts(turn: services.Turn, snippets: list[Snippet]) -> tuple[PromptParts, int]:
+    redacted_history = []
+    pii = 0
+    for role, text in turn.history:
+        cleaned = redact(text)
+        pii += cleaned.total
+        redacted_history.append((role, cleaned.text))
+    parts = PromptParts(
+        site_name=turn.site_name,
+        scope=turn.scope,
+        language=turn.language,
+        snippets=tuple(KnowledgeSnippet(s.article_id, s.title, s.body) for s in snippets),
+        few_shot=turn.bot.few_shot,
+        summary=turn.summary,
+        history=tuple(redacted_history),
+        model=turn.bot.model,
+        max_tokens=turn.bot.max_tokens,
+        tools_enabled=True,
+    )
+    return parts, pii
+
+
+async def _llm_answer(
+    turn: services.Turn, answer: _Answer, snippets: list[Snippet]
+) -> AsyncIterator[BotEvent]:
+    parts, pii = _prompt_parts(turn, snippets)
+    try:
+        built = build_prompt(parts)
+    except PromptTooLarge as exc:
+        raise LLMError("PromptTooLarge") from exc
+    answer.source = "llm"
+    guard = LeakGuard(built.protected_text)
+    messages = built.messages
+    included = list(built.snippet_ids)
+    bot = turn.bot
+    parameters = {
+        "temperature": bot.temperature,
+        "top_p": bot.top_p,
+        "max_tokens": bot.max_tokens,
+        "stop": list(bot.stop),
+    }
+    for _round in range(MAX_TOOL_ROUNDS + 1):
+        tool_calls: list[ToolCallRequest] = []
+        call_started = time.perf_counter()
+        call = {"first": None, "usage": None}
+        leaked = False
+        try:
+            async with aclosing(
+                stream_chat(
+                    model=bot.model,
+                    messages=messages,
+                    temperature=bot.temperature,
+                    top_p=bot.top_p,
+                    max_tokens=bot.max_tokens,
+                    stop=list(bot.stop),
+                    tools=TOOLS if _round < MAX_TOOL_ROUNDS else None,
+                )
+            ) as stream:
+                async for piece in stream:
+                    if isinstance(piece, Usage):
+                        call["usage"] = piece
+                    elif isinstance(piece, ToolCallRequest):
+                        tool_calls.append(piece)
+                    else:
+                        if call["first"] is None:
+                            call["first"] = _ms(call_started)
+                        if guard.feed(piece):
+                            leaked = True
+                            break
+                        yield await answer.emit(piece)
+        except LLMError as exc:
+            answer.calls.append(
+                _call_record(turn, call, call_started, parameters, messages, pii, exc.kind)
+            )
+            raise
+        answer.calls.append(_call_record(turn, call, call_started, parameters, messages, pii, "ok"))
+        usage = call["usage"]
+        if usage is not None:
+            answer.prompt_tokens += usage.prompt_tokens
+            answer.completion_tokens += usage.completion_tokens
+        if leaked:
+            await _replace_with_refusal(turn, answer)
+            return
+        if not tool_calls:
+            break
+        answer.used_tools = True
+        messages = [
+            *messages,
+            {
+                "role": "assistant",
+                "content": answer.text or None,
+                "tool_calls": [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
+                    for c in tool_calls
+                ],
+            },
+        ]
+        handed_off = False
+        for tool_call in tool_calls:
+            result, change = await _run_tool(turn, tool_call, included)
+            messages.append({"role": "tool", "tool_call_id": tool_call.id, "content": result})
+            if change is not None:
+                handed_off = True
+                yield StatusChanged(change)
+        if handed_off:
+            break
+    answer.sources = _cited(answer.text, included)
+
+
+def _call_record(turn, call, started, parameters, messages, pii, outcome) -> services.CallRecord:
+    usage = call["usage"]
+    prompt_tokens = usage.prompt_tokens if usage else 0
+    completion_tokens = usage.completion_tokens if usage else 0
+    return services.CallRecord(
+        kind="chat",
+        model=turn.bot.model,
+        parameters=parameters,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost=cost_of(turn.bot.model, prompt_tokens, completion_tokens),
+        first_token_ms=call["first"],
+        total_ms=_ms(started),
+        outcome=outcome,
+        pii_redacted=pii,
+        prompt_text=json.dumps(messages, ensure_ascii=False) if turn.bot.store_prompts else "",
+    )
+
+
+def _cited(text: str, included: list[int]) -> list[int]:
+    """The articles an answer used: those it cites, else the best one it was given."""
+    cited = [int(i) for i in CITATION_RE.findall(text) if int(i) in included]
+    unique = list(dict.fromkeys(cited))
+    return unique or included[:1]
+
+
+async def _replace_with_refusal(turn: services.Turn, answer: _Answer) -> None:
+    answer.text = _translated(
+        turn.language,
+        "Sorry, I can't share that. I can help with questions about %(site)s: orders, "
+        "shipping, returns, products and our policies.",
+        site=turn.site_name,
+    )
+    answer.source = "guard"
+    answer.sources = []
+    if answer.message is None:
+        await answer.emit("")
+
+
+async def _run_tool(
+    turn: services.Turn, call: ToolCallRequest, included: list[int]
+) -> tuple[str, StatusChange | None]:
+    try:
+        arguments = json.loads(call.arguments or "{}")
+        if not isinstance(arguments, dict):
+            raise ValueError
+    except ValueError:
+        return json.dumps({"error": "arguments must be a JSON object"}), None
+    if call.name == "handoff_to_human":
+        reason = str(arguments.get("reason") or "requested by the assistant")[:150]
+        notice = _translated(turn.language, "A member of our team will join this chat shortly.")
+        change = await database_sync_to_async(request_human)(
+            conversation_id=turn.conversation_id, reason=f"tool: {reason}", notice=notice
+        )
+        return json.dumps({"ok": True, "status": change.status}), change
+    if call.name == "search_knowledge_base":
+        query = redact(str(arguments.get("query") or "")).text
+        found = await database_sync_to_async(search_articles)(
+            site_id=turn.site_id, query=query, limit=3
+        )
+        for snippet in found:
+            if snippet.article_id not in included:
+                included.append(snippet.article_id)
+        return json.dumps(
+            [{"id": s.article_id, "title": s.title, "body": s.body} for s in found],
+            ensure_ascii=False,
+        ), None
+    return json.dumps({"error": f"unknown tool {call.name[:50]}"}), None

@@ -1,9 +1,9 @@
-"""The chat model behind an OpenAI-compatible API. Async, and never touches the ORM."""
+"""The chat model behind an OpenAI-compatible API. Never touches the ORM."""
 
 import asyncio
 import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx2
 import openai
@@ -14,6 +14,20 @@ from django.conf import settings
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class _ToolCallParts:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
 
 
 class LLMError(Exception):
@@ -34,55 +48,101 @@ def llm_configured() -> bool:
     return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
 
 
+def provider_key() -> str:
+    """Names the provider for the circuit breaker."""
+    return settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+
+
+def _client_options() -> dict:
+    return {
+        "api_key": settings.OPENAI_API_KEY or "no-key",
+        "base_url": settings.OPENAI_BASE_URL or None,
+        # The read timeout bounds the wait between two streamed chunks, not the whole answer.
+        "timeout": openai.Timeout(
+            settings.HELPDESK_LLM_TIMEOUT, connect=settings.HELPDESK_LLM_CONNECT_TIMEOUT
+        ),
+        "max_retries": settings.HELPDESK_LLM_MAX_RETRIES,
+    }
+
+
 def get_client() -> openai.AsyncOpenAI:
-    config = (
-        settings.OPENAI_API_KEY,
-        settings.OPENAI_BASE_URL,
-        settings.HELPDESK_LLM_TIMEOUT,
-        settings.HELPDESK_LLM_CONNECT_TIMEOUT,
-        settings.HELPDESK_LLM_MAX_RETRIES,
-    )
+    options = _client_options()
+    config = tuple(sorted((k, str(v)) for k, v in options.items()))
     loop = asyncio.get_running_loop()
     cached = _clients.get(loop)
     if cached is not None and cached[0] == config:
         return cached[1]
-    api_key, base_url, timeout, connect_timeout, max_retries = config
-    client = openai.AsyncOpenAI(
-        api_key=api_key or "no-key",
-        base_url=base_url or None,
-        # The read timeout bounds the wait between two streamed chunks, not the whole answer.
-        timeout=openai.Timeout(timeout, connect=connect_timeout),
-        max_retries=max_retries,
-    )
+    client = openai.AsyncOpenAI(**options)
     _clients[loop] = (config, client)
     return client
 
 
+def get_sync_client() -> openai.OpenAI:
+    """For Celery tasks, which are synchronous."""
+    return openai.OpenAI(**_client_options())
+
+
+# A stream cut mid-answer surfaces as the transport's own error, not the SDK's.
+PROVIDER_ERRORS = (openai.OpenAIError, httpx2.HTTPError)
+
+
+def safe_detail(exc: Exception) -> str:
+    # Status codes only: provider error bodies can echo the prompt, which may hold PII.
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if status else ""
+
+
 async def stream_chat(
-    *, model: str, messages: list[dict], temperature: float, max_tokens: int
-) -> AsyncIterator[str | Usage]:
-    """Yield the answer's text pieces, then its Usage when the provider reports one."""
+    *,
+    model: str,
+    messages: list[dict],
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    stop: list[str] | None = None,
+    tools: list[dict] | None = None,
+) -> AsyncIterator[str | Usage | ToolCallRequest]:
+    """Yield the answer's text pieces, then any tool calls, then its Usage."""
+    options: dict = {}
+    if stop:
+        options["stop"] = stop
+    if tools:
+        options["tools"] = tools
+    calls: dict[int, _ToolCallParts] = {}
+    usage: Usage | None = None
     try:
         stream = await get_client().chat.completions.create(
             model=model,
             messages=messages,
             temperature=temperature,
+            top_p=top_p,
             max_tokens=max_tokens,
             stream=True,
             stream_options={"include_usage": True},
+            **options,
         )
         async for chunk in stream:
             if chunk.usage is not None:
-                yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
             for choice in chunk.choices:
-                if choice.delta and choice.delta.content:
-                    yield choice.delta.content
-    # A stream cut mid-answer surfaces as the transport's own error, not the SDK's.
-    except (openai.OpenAIError, httpx2.HTTPError) as exc:
-        raise LLMError(type(exc).__name__, _safe_detail(exc)) from exc
-
-
-def _safe_detail(exc: Exception) -> str:
-    # Status codes only: provider error bodies can echo the prompt, which may hold PII.
-    status = getattr(exc, "status_code", None)
-    return f"HTTP {status}" if status else ""
+                delta = choice.delta
+                if delta is None:
+                    continue
+                if delta.content:
+                    yield delta.content
+                # Tool calls arrive in pieces keyed by index: id and name first, then the
+                # arguments in fragments.
+                for piece in delta.tool_calls or ():
+                    parts = calls.setdefault(piece.index, _ToolCallParts())
+                    if piece.id:
+                        parts.id = piece.id
+                    if piece.function and piece.function.name:
+                        parts.name += piece.function.name
+                    if piece.function and piece.function.arguments:
+                        parts.arguments.append(piece.function.arguments)
+    except PROVIDER_ERRORS as exc:
+        raise LLMError(type(exc).__name__, safe_detail(exc)) from exc
+    for _index, parts in sorted(calls.items()):
+        yield ToolCallRequest(parts.id, parts.name, "".join(parts.arguments))
+    if usage is not None:
+        yield usage

@@ -1,12 +1,55 @@
-"""Database work of one bot turn, called from the async engine through database_sync_to_async."""
+"""Database work of a bot turn, called from the async engine through database_sync_to_async."""
 
+import hashlib
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Max, Sum
 from django.utils import timezone
 
+from bots.models import Article, BotConfig, ConversationSummary, LLMCall
 from helpdesk.models import Conversation, Message
 from helpdesk.services import append_message
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """A site's BotConfig, copied out of the ORM for async code."""
+
+    model: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: tuple[str, ...]
+    few_shot: tuple[tuple[str, str], ...]
+    languages: tuple[str, ...]
+    banned_words: tuple[str, ...]
+    cache_enabled: bool
+    cache_ttl: int
+    curated_threshold: float
+    monthly_token_budget: int | None
+    store_prompts: bool
+
+    @classmethod
+    def of(cls, config: BotConfig) -> "BotSettings":
+        return cls(
+            model=config.chat_model,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_tokens=config.max_tokens,
+            stop=tuple(config.stop_sequences),
+            few_shot=tuple((e["user"], e["assistant"]) for e in config.few_shot),
+            languages=tuple(config.languages),
+            banned_words=tuple(config.banned_word_list()),
+            cache_enabled=config.cache_enabled,
+            cache_ttl=config.cache_ttl,
+            curated_threshold=config.curated_threshold,
+            monthly_token_budget=config.monthly_token_budget,
+            store_prompts=config.store_prompts,
+        )
 
 
 @dataclass(frozen=True)
@@ -14,14 +57,26 @@ class Turn:
     """Everything the engine needs to answer one customer message, read in one go."""
 
     site_id: int
+    site_name: str
     conversation_id: int
+    message_id: int
     question: str
     language: str
     scope: str
-    model: str
-    temperature: float
-    max_tokens: int
+    bot: BotSettings
     history: tuple[tuple[str, str], ...]
+    summary: str
+    # No earlier customer message in the conversation: the answer depends on nothing but
+    # the question, so it may be cached.
+    context_free: bool
+    # Changes whenever the articles, the bot settings or the scope change.
+    knowledge_version: str
+    tokens_this_month: int
+
+    @property
+    def over_budget(self) -> bool:
+        budget = self.bot.monthly_token_budget
+        return budget is not None and self.tokens_this_month >= budget
 
 
 ROLE_OF_AUTHOR = {
@@ -31,27 +86,57 @@ ROLE_OF_AUTHOR = {
 }
 
 
+def month_start(now: datetime) -> datetime:
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def tokens_used_this_month(site_id: int) -> int:
+    totals = LLMCall.objects.filter(site_id=site_id, created_at__gte=month_start(timezone.now()))
+    used = totals.aggregate(total=Sum(F("prompt_tokens") + F("completion_tokens")))["total"]
+    return used or 0
+
+
+def knowledge_version(site_id: int, config: BotConfig, scope: str) -> str:
+    articles = Article.objects.filter(site_id=site_id, is_published=True).aggregate(
+        n=Count("id"), latest=Max("updated_at")
+    )
+    raw = f"{articles['n']}|{articles['latest']}|{config.updated_at}|{scope}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
 def load_turn(*, conversation_id: int, message_id: int) -> Turn:
     conversation = Conversation.objects.select_related("site", "visitor").get(pk=conversation_id)
     site = conversation.site
+    config, _ = BotConfig.objects.get_or_create(site=site)
     question = Message.objects.get(pk=message_id, conversation=conversation)
+    summary = ConversationSummary.objects.filter(conversation=conversation).first()
+    summarized_upto = summary.upto_seq if summary else 0
     recent = (
-        conversation.messages.filter(seq__lte=question.seq, author__in=ROLE_OF_AUTHOR)
+        conversation.messages.filter(
+            seq__gt=summarized_upto, seq__lte=question.seq, author__in=ROLE_OF_AUTHOR
+        )
         .exclude(text="")
         .order_by("-seq")
         .values_list("author", "text")[: settings.HELPDESK_HISTORY_TURNS]
     )
     history = tuple((ROLE_OF_AUTHOR[author], text) for author, text in reversed(recent))
+    earlier_questions = conversation.messages.filter(
+        author=Message.Author.VISITOR, seq__lt=question.seq
+    ).exists()
     return Turn(
         site_id=site.pk,
+        site_name=site.name,
         conversation_id=conversation.pk,
+        message_id=question.pk,
         question=question.text,
         language=conversation.language or conversation.visitor.language or site.default_language,
         scope=site.scope,
-        model=site.chat_model,
-        temperature=site.temperature,
-        max_tokens=site.max_tokens,
+        bot=BotSettings.of(config),
         history=history,
+        summary=summary.text if summary else "",
+        context_free=not earlier_questions,
+        knowledge_version=knowledge_version(site.pk, config, site.scope),
+        tokens_this_month=tokens_used_this_month(site.pk),
     )
 
 
@@ -65,15 +150,34 @@ def start_bot_message(*, conversation_id: int) -> dict:
     return message.as_frame()
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """One provider call of a turn, stored as an LLMCall row when the turn is stored."""
+
+    kind: str
+    model: str
+    parameters: dict
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    first_token_ms: float | None = None
+    total_ms: float | None = None
+    outcome: str = "ok"
+    pii_redacted: int = 0
+    prompt_text: str = ""
+
+
 def finish_bot_message(
     *,
     message_id: int,
     text: str,
     interrupted: bool,
     source: str,
+    sources: list[dict],
     model: str = "",
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
+    cost: Decimal | None = None,
     first_token_ms: float | None = None,
     total_ms: float | None = None,
 ) -> dict:
@@ -82,16 +186,61 @@ def finish_bot_message(
     message.state = Message.State.INTERRUPTED if interrupted else Message.State.COMPLETE
     message.completed_at = timezone.now()
     message.answer_source = source
+    message.sources = sources
     message.llm_model = model
     message.prompt_tokens = prompt_tokens
     message.completion_tokens = completion_tokens
+    message.cost = cost
     message.first_token_ms = first_token_ms
     message.total_ms = total_ms
     message.save()
     return message.as_frame()
 
 
+def record_llm_calls(
+    *, site_id: int, conversation_id: int | None, message_id: int | None, calls: list[CallRecord]
+) -> None:
+    LLMCall.objects.bulk_create(
+        LLMCall(
+            site_id=site_id,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            kind=call.kind,
+            model=call.model,
+            parameters=call.parameters,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            cost=call.cost,
+            first_token_ms=call.first_token_ms,
+            total_ms=call.total_ms,
+            outcome=call.outcome[:100],
+            pii_redacted=call.pii_redacted,
+            prompt_text=call.prompt_text,
+        )
+        for call in calls
+    )
+
+
 def post_system_message(*, conversation_id: int, text: str) -> dict:
     return append_message(
         conversation_id=conversation_id, author=Message.Author.SYSTEM, text=text
     ).as_frame()
+
+
+def flag_for_review(*, message_id: int, reason: str) -> None:
+    Message.objects.filter(pk=message_id).update(needs_review=True, review_reason=reason[:200])
+
+
+def article_links(article_ids: list[int]) -> list[dict]:
+    """The sources shown under an answer, in the order given."""
+    found = {
+        a["id"]: a for a in Article.objects.filter(pk__in=article_ids).values("id", "title", "url")
+    }
+    return [found[i] for i in article_ids if i in found]
+
+
+@transaction.atomic
+def save_summary(*, conversation_id: int, text: str, upto_seq: int) -> None:
+    ConversationSummary.objects.update_or_create(
+        conversation_id=conversation_id, defaults={"text": text, "upto_seq": upto_seq}
+    )

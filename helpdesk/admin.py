@@ -12,19 +12,7 @@ class SiteAdmin(admin.ModelAdmin):
     readonly_fields = ["key", "embed_snippet", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "is_active", "key", "embed_snippet", "allowed_origins"]}),
-        (
-            "Bot",
-            {
-                "fields": [
-                    "scope",
-                    "greeting",
-                    "default_language",
-                    "model",
-                    "temperature",
-                    "max_tokens",
-                ]
-            },
-        ),
+        ("Bot", {"fields": ["scope", "greeting", "default_language"]}),
         ("Times", {"fields": ["created_at", "updated_at"]}),
     ]
 

@@ -14,9 +14,12 @@ from urllib.parse import urlsplit
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import translation
+from django.utils.translation import gettext
 
 from bots import engine
 from helpdesk import services
+from helpdesk.languages import supported_language
 from helpdesk.models import Conversation, normalize_origin
 from helpdesk.protocol import ProtocolError, parse_client_frame
 
@@ -105,6 +108,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             user_agent=self.user_agent,
         )
         self.visitor_id = session.visitor_id
+        self.language = supported_language(frame["language"])
         conversation = session.conversation
         await self.follow_conversation(conversation["id"] if conversation else None)
         await self.send_frame(
@@ -149,6 +153,29 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(services.update_visitor_attributes)(
             visitor_id=self.visitor_id, attributes=frame["attributes"]
         )
+
+    async def on_feedback(self, frame: dict) -> None:
+        stored = await database_sync_to_async(services.record_feedback)(
+            visitor_id=self.visitor_id, message_id=frame["message_id"], vote=frame["vote"]
+        )
+        if stored is None:
+            raise ProtocolError("invalid_field", "Feedback is only for answers of this chat.")
+        await self.channel_layer.group_send(
+            conversation_group(stored["conversation"]),
+            {"type": "conversation.frame", "frame": {"type": "feedback", **stored}, "skip": None},
+        )
+
+    async def on_handoff(self, frame: dict) -> None:
+        conversation_id = await database_sync_to_async(services.open_conversation)(
+            visitor_id=self.visitor_id
+        )
+        await self.follow_conversation(conversation_id)
+        with translation.override(self.language):
+            notice = gettext("Thanks — we're connecting you to a person. Please stay in this chat.")
+        change = await database_sync_to_async(services.request_human)(
+            conversation_id=conversation_id, reason=f"customer:{frame['reason']}", notice=notice
+        )
+        await publish_status_change(self.channel_layer, change)
 
     async def on_ping(self, frame: dict) -> None:
         await self.send_frame({"type": "pong"})
@@ -226,7 +253,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 async for event in engine.reply(
                     conversation_id=conversation_id, message_id=message_id
                 ):
-                    await relay(_frame_of(event))
+                    if isinstance(event, engine.StatusChanged):
+                        await publish_status_change(self.channel_layer, event.change)
+                    else:
+                        await relay(_frame_of(event))
             except Exception:
                 logger.exception("The bot failed on conversation %s", conversation_id)
                 await relay(
@@ -247,6 +277,25 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await self.send_frame(event["frame"])
 
 
+async def publish_status_change(layer, change: services.StatusChange) -> None:
+    """Tell every connection of the conversation that it changed state, and why."""
+    if not change.changed:
+        return
+    group = conversation_group(change.conversation_id)
+    frames = [{"type": "status", "status": change.status}]
+    if change.notice is not None:
+        frames.append({"type": "message", "message": change.notice})
+    for frame in frames:
+        await layer.group_send(
+            group,
+            {
+                "type": "conversation.frame",
+                "frame": {"conversation": change.conversation_id, **frame},
+                "skip": None,
+            },
+        )
+
+
 def _frame_of(event: engine.BotEvent) -> dict:
     if isinstance(event, engine.Delta):
         return {
@@ -265,5 +314,7 @@ def _frame_of(event: engine.BotEvent) -> dict:
             "author": message["author"],
             "text": message["text"],
             "state": message["state"],
+            "sources": message["sources"],
+            "answer_source": message["answer_source"],
         }
     return {"type": "message", "message": event.message}

@@ -56,11 +56,6 @@ class Site(models.Model):
     default_language = models.CharField(
         max_length=16, choices=settings.LANGUAGES, default=settings.LANGUAGE_CODE
     )
-    model = models.CharField(
-        "LLM model", max_length=100, blank=True, help_text="Blank uses HELPDESK_MODEL."
-    )
-    temperature = models.FloatField(default=0.3)
-    max_tokens = models.PositiveIntegerField(default=600)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -73,18 +68,12 @@ class Site(models.Model):
     def clean(self) -> None:
         if isinstance(self.allowed_origins, list):
             self.allowed_origins = sorted({normalize_origin(o) for o in self.allowed_origins})
-        if not 0 <= self.temperature <= 2:
-            raise ValidationError({"temperature": _("Temperature must be between 0 and 2.")})
 
     def allows_origin(self, origin: str) -> bool:
         try:
             return normalize_origin(origin) in self.allowed_origins
         except ValueError:
             return False
-
-    @property
-    def chat_model(self) -> str:
-        return self.model or settings.HELPDESK_MODEL
 
 
 class Visitor(models.Model):
@@ -121,6 +110,8 @@ class Conversation(models.Model):
     visitor = models.ForeignKey(Visitor, on_delete=models.CASCADE, related_name="conversations")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.BOT)
     language = models.CharField(max_length=16, blank=True)
+    # Why the conversation asked for a human ("customer_request", "tool:…", "moderation"…).
+    escalation_reason = models.CharField(max_length=200, blank=True)
     # The sequence number of the newest message; every stored message takes the next one.
     last_seq = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -152,6 +143,10 @@ class Message(models.Model):
         STREAMING = "streaming", _("Streaming")
         INTERRUPTED = "interrupted", _("Interrupted")
 
+    class Feedback(models.TextChoices):
+        UP = "up", _("Helpful")
+        DOWN = "down", _("Not helpful")
+
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
     )
@@ -171,9 +166,20 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     first_token_ms = models.FloatField(null=True, blank=True)
     total_ms = models.FloatField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     answer_source = models.CharField(
-        max_length=16, blank=True, help_text="llm, offline, ... for bot answers."
+        max_length=16,
+        blank=True,
+        help_text="How a bot answer was made: llm, offline, curated, cache.",
     )
+    sources = models.JSONField(
+        default=list, blank=True, help_text="Knowledge-base articles a bot answer used."
+    )
+    feedback = models.CharField(max_length=8, choices=Feedback.choices, blank=True)
+    feedback_at = models.DateTimeField(null=True, blank=True)
+    # Set by moderation: a human should look at this message.
+    needs_review = models.BooleanField(default=False)
+    review_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["conversation", "seq"]
@@ -201,4 +207,7 @@ class Message(models.Model):
             "state": self.state,
             "client_id": str(self.client_id) if self.client_id else None,
             "created_at": self.created_at.isoformat(),
+            "sources": self.sources,
+            "feedback": self.feedback or None,
+            "answer_source": self.answer_source or None,
         }

@@ -82,7 +82,28 @@ def _parse_attributes(frame: dict) -> dict:
     return {"type": "attributes", "attributes": clean}
 
 
+def _parse_feedback(frame: dict) -> dict:
+    message_id = _require(frame, "message_id", int)
+    if isinstance(message_id, bool) or message_id <= 0:
+        raise ProtocolError("invalid_field", "The field 'message_id' must be a message id.")
+    if "vote" not in frame:
+        raise ProtocolError("missing_field", "The field 'vote' is required.")
+    vote = frame["vote"]
+    if vote not in ("up", "down", None):
+        raise ProtocolError("invalid_field", "The field 'vote' must be \"up\", \"down\" or null.")
+    return {"type": "feedback", "message_id": message_id, "vote": vote}
+
+
+def _parse_handoff(frame: dict) -> dict:
+    reason = frame.get("reason") or "button"
+    if not isinstance(reason, str):
+        raise ProtocolError("invalid_field", "The field 'reason' must be a string.")
+    return {"type": "handoff", "reason": reason[:50]}
+
+
 PARSERS = {
+    "feedback": _parse_feedback,
+    "handoff": _parse_handoff,
     "hello": _parse_hello,
     "message": _parse_message,
     "resume": lambda frame: {"type": "resume", "after": _sequence(frame, "after")},

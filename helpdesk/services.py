@@ -112,11 +112,7 @@ def record_visitor_message(*, visitor_id: int, client_id: uuid.UUID, text: str) 
             )
             if existing is not None:
                 return _recorded(existing, created=False)
-            conversation = visitor.conversations.open().order_by("-created_at").first()
-            if conversation is None:
-                conversation = Conversation.objects.create(
-                    site_id=visitor.site_id, visitor=visitor, language=visitor.language
-                )
+            conversation = _open_conversation(visitor)
             message = append_message(
                 conversation_id=conversation.pk,
                 author=Message.Author.VISITOR,
@@ -130,6 +126,22 @@ def record_visitor_message(*, visitor_id: int, client_id: uuid.UUID, text: str) 
             conversation__visitor_id=visitor_id, client_id=client_id
         )
         return _recorded(existing, created=False)
+
+
+def _open_conversation(visitor: Visitor) -> Conversation:
+    conversation = visitor.conversations.open().order_by("-created_at").first()
+    if conversation is None:
+        conversation = Conversation.objects.create(
+            site_id=visitor.site_id, visitor=visitor, language=visitor.language
+        )
+    return conversation
+
+
+def open_conversation(*, visitor_id: int) -> int:
+    """The visitor's open conversation, started if there is none."""
+    with transaction.atomic():
+        visitor = Visitor.objects.select_for_update().get(pk=visitor_id)
+        return _open_conversation(visitor).pk
 
 
 def _recorded(message: Message, *, created: bool) -> RecordedMessage:
@@ -158,3 +170,41 @@ def update_visitor_attributes(*, visitor_id: int, attributes: dict) -> None:
         visitor = Visitor.objects.select_for_update().get(pk=visitor_id)
         visitor.attributes = {**visitor.attributes, **attributes}
         visitor.save(update_fields=["attributes", "last_seen_at"])
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    conversation_id: int
+    status: str
+    changed: bool
+    notice: dict | None
+
+
+def request_human(*, conversation_id: int, reason: str, notice: str) -> StatusChange:
+    """Put a conversation in the human queue (once) and tell the customer.
+
+    The handoff app builds its queue on top of this state; until a human takes over, the
+    bot stops answering the conversation.
+    """
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        if conversation.status != Conversation.Status.BOT:
+            return StatusChange(conversation_id, conversation.status, changed=False, notice=None)
+        conversation.status = Conversation.Status.WAITING
+        conversation.escalation_reason = reason[:200]
+        conversation.save(update_fields=["status", "escalation_reason", "updated_at"])
+        message = append_message(
+            conversation_id=conversation_id, author=Message.Author.SYSTEM, text=notice
+        )
+    return StatusChange(conversation_id, conversation.status, changed=True, notice=message.as_frame())
+
+
+def record_feedback(*, visitor_id: int, message_id: int, vote: str | None) -> dict | None:
+    """Store a thumbs up/down (or withdraw it) on a bot answer of the visitor's own chat."""
+    updated = Message.objects.filter(
+        pk=message_id, author=Message.Author.BOT, conversation__visitor_id=visitor_id
+    ).update(feedback=vote or "", feedback_at=timezone.now() if vote else None)
+    if not updated:
+        return None
+    conversation_id = Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True).get()
+    return {"conversation": conversation_id, "message_id": message_id, "vote": vote}

@@ -189,6 +189,19 @@ HELPDESK_LLM_TIMEOUT = env_float("HELPDESK_LLM_TIMEOUT", 30.0)
 HELPDESK_LLM_CONNECT_TIMEOUT = env_float("HELPDESK_LLM_CONNECT_TIMEOUT", 5.0)
 HELPDESK_LLM_MAX_RETRIES = env_int("HELPDESK_LLM_MAX_RETRIES", 2)
 HELPDESK_HISTORY_TURNS = env_int("HELPDESK_HISTORY_TURNS", 20)
+# Extra or changed prices, JSON: {"model": [input, output]} in dollars per million tokens.
+HELPDESK_PRICES = env_str("HELPDESK_PRICES")
+HELPDESK_CIRCUIT_FAILURES = env_int("HELPDESK_CIRCUIT_FAILURES", 5)
+HELPDESK_CIRCUIT_COOLDOWN = env_float("HELPDESK_CIRCUIT_COOLDOWN", 30.0)
+# Moderation through the provider's endpoint: "auto" uses it when the provider has one.
+HELPDESK_MODERATION = env_str("HELPDESK_MODERATION", "auto")
+# The rolling summary: fold older turns once this many messages are unsummarized, keeping
+# the newest HELPDESK_SUMMARY_KEEP as they are.
+HELPDESK_SUMMARY_TRIGGER = env_int("HELPDESK_SUMMARY_TRIGGER", 16)
+HELPDESK_SUMMARY_KEEP = env_int("HELPDESK_SUMMARY_KEEP", 8)
+HELPDESK_SUMMARY_MODEL = env_str("HELPDESK_SUMMARY_MODEL")
+HELPDESK_PROMPT_BUDGET = env_int("HELPDESK_PROMPT_BUDGET", 6000)
+HELPDESK_CONTEXT_WINDOW = env_int("HELPDESK_CONTEXT_WINDOW", 0)
 
 # Widget limits: a text frame larger than this is refused before it is parsed.
 HELPDESK_MAX_FRAME_BYTES = env_int("HELPDESK_MAX_FRAME_BYTES", 4096)

@@ -16,6 +16,19 @@ def pytest_report_header(config):
     return f"helpdesk: {embedded}: database={database}, channel layer={layer}"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """The response cache and the circuit breaker outlive a test; start each one clean."""
+    from django.core.cache import cache
+
+    from bots.circuit import breaker
+
+    cache.clear()
+    breaker.reset()
+    yield
+    breaker.reset()
+
+
 @pytest.fixture(scope="session")
 def fake_llm_server():
     with FakeLLMServer() as server:

@@ -21,6 +21,7 @@
   var form = $('helpdesk-form');
   var input = $('helpdesk-input');
   var closeBtn = $('helpdesk-close');
+  var handoffBtn = $('helpdesk-handoff');
 
   var HOST_ORIGIN = cfg.hostOrigin || '';
   var IN_FRAME = window.parent !== window;
@@ -42,7 +43,8 @@
     BotUnavailable: 'The assistant cannot answer right now. Your message was saved.',
     Error: 'Something went wrong. Please try again.', Waiting: 'Connecting you to a person…',
     Resolved: 'This conversation has been closed.',
-    Close: 'Close'
+    Close: 'Close', RateAnswer: 'Was this answer helpful?', Helpful: 'Helpful', NotHelpful: 'Not helpful',
+    Handoff: 'Talk to a person', Sources: 'Sources:'
   };
   function t(key) {
     var attr = 'i18n' + key; // dataset name of data-i18n-<kebab-key>
@@ -122,6 +124,28 @@
     if (text != null) e.textContent = text;
     return e;
   }
+  var SVG_NS = 'http://www.w3.org/2000/svg';
+  var ICONS = { // thumbs up / down
+    up: 'M7 10v11M7 10l4-8a3 3 0 0 1 3 3v4h5.5a2 2 0 0 1 2 2.3l-1.4 8a2 2 0 0 1-2 1.7H7M7 21H4a1 1 0 0 1-1-1v-9a1 1 0 0 1 1-1h3',
+    down: 'M17 14V3M17 14l-4 8a3 3 0 0 1-3-3v-4H4.5a2 2 0 0 1-2-2.3l1.4-8a2 2 0 0 1 2-1.7H17M17 3h3a1 1 0 0 1 1 1v9a1 1 0 0 1-1 1h-3'
+  };
+  function icon(name) {
+    var svg = document.createElementNS(SVG_NS, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('focusable', 'false');
+    var path = svg.appendChild(document.createElementNS(SVG_NS, 'path'));
+    path.setAttribute('d', ICONS[name]);
+    return svg;
+  }
+  // An absolute http(s) URL, normalised, or null (javascript:, data:, relative, malformed...).
+  function webUrl(u) {
+    if (typeof u !== 'string' || !u) return null;
+    try {
+      var p = new URL(u);
+      return p.protocol === 'http:' || p.protocol === 'https:' ? p.href : null;
+    } catch (e) { return null; }
+  }
   function postHost(msg) {
     if (!IN_FRAME || !HOST_ORIGIN) return;
     try { window.parent.postMessage(msg, HOST_ORIGIN); } catch (e) { /* bad origin */ }
@@ -145,6 +169,8 @@
   // ---- rendering -------------------------------------------------------------------------------
   var recOf = new WeakMap(); // element -> record
   var bySeq = new Map(); // seq -> record, current conversation only
+  var byId = new Map(); // server message id (as a string) -> record, every conversation on screen
+  var earlyVotes = new Map(); // message id -> vote from a `feedback` frame that beat its message
   var byClient = new Map(); // client id (lowercase) -> record of the visitor's own message
   var conv = null; // id of the current conversation
   var convStatus = null;
@@ -154,7 +180,8 @@
   function newRecord(author) {
     var rec = {
       author: author, seq: null, conv: null, id: null, clientId: null,
-      text: '', state: 'complete', final: false, posted: false, noteEl: null
+      text: '', state: 'complete', final: false, posted: false, noteEl: null,
+      vote: null, serverVote: null, inflight: 0, srcEl: null, srcKey: '', fbEl: null, offerEl: null
     };
     var el = make('div', 'hd-msg');
     el.setAttribute('data-author', author);
@@ -175,13 +202,38 @@
     rec.text += piece;
     rec.textEl.appendChild(document.createTextNode(piece));
   }
+  // What follows a bubble, in this order: note, sources, feedback buttons, handoff offer.
+  var SLOT = { note: 1, sources: 2, feedback: 3, offer: 4 };
+  function putAfterBubble(rec, node, slot) {
+    node.hdSlot = slot;
+    var before = null;
+    for (var c = rec.el.firstElementChild; c; c = c.nextElementSibling) {
+      if (c !== node && c.hdSlot > slot) { before = c; break; }
+    }
+    if (node.parentNode !== rec.el || node.nextElementSibling !== before) rec.el.insertBefore(node, before);
+  }
+  function setId(rec, id) {
+    if (id == null) return;
+    var key = String(id);
+    rec.id = id;
+    rec.el.setAttribute('data-message-id', key);
+    byId.set(key, rec);
+    if (earlyVotes.has(key)) {
+      rec.serverVote = earlyVotes.get(key);
+      if (!rec.inflight) rec.vote = rec.serverVote;
+      earlyVotes.delete(key);
+    }
+  }
   function setNote(rec, text, kind) {
     if (rec.noteEl) rec.noteEl.removeAttribute('aria-hidden');
     if (!text) {
       if (rec.noteEl) { rec.noteEl.remove(); rec.noteEl = null; }
       return;
     }
-    if (!rec.noteEl) rec.noteEl = rec.el.appendChild(make('div', 'hd-note'));
+    if (!rec.noteEl) {
+      rec.noteEl = make('div', 'hd-note');
+      putAfterBubble(rec, rec.noteEl, SLOT.note);
+    }
     rec.noteEl.textContent = text;
     rec.noteEl.setAttribute('data-note', kind);
   }
@@ -199,6 +251,100 @@
     if (rec.final) rec.el.removeAttribute('aria-busy'); else rec.el.setAttribute('aria-busy', 'true');
     if (rec.state === 'interrupted') setNote(rec, t('Interrupted'), 'interrupted');
     else if (rec.noteEl && rec.noteEl.getAttribute('data-note') === 'interrupted') setNote(rec, null);
+    renderFeedback(rec);
+  }
+
+  // ---- sources, feedback and the handoff offer under bot answers -------------------------------
+  function setAnswerSource(rec, value) {
+    if (typeof value === 'string' && value) rec.el.setAttribute('data-answer-source', value);
+  }
+  // `list` is [{id, title, url}]; anything but an array (an older server) leaves what is shown.
+  function setSources(rec, list) {
+    if (!Array.isArray(list)) return;
+    var items = list.filter(function (x) {
+      return x && typeof x === 'object' && (typeof x.title === 'string' && x.title.trim() || webUrl(x.url));
+    });
+    var key = JSON.stringify(items);
+    if (key === rec.srcKey && (rec.srcEl || !items.length)) return;
+    rec.srcKey = key;
+    if (rec.srcEl) { rec.srcEl.remove(); rec.srcEl = null; }
+    if (!items.length) return;
+    var box = make('div', 'hd-sources');
+    box.appendChild(make('span', 'hd-sources-label', t('Sources')));
+    box.appendChild(document.createTextNode(' '));
+    var ul = box.appendChild(make('ul', 'hd-sources-list'));
+    items.forEach(function (x) {
+      var li = ul.appendChild(make('li', 'hd-source'));
+      if (x.id != null) li.setAttribute('data-source-id', String(x.id));
+      var href = webUrl(x.url);
+      var title = typeof x.title === 'string' && x.title.trim() ? x.title : href;
+      if (href) {
+        var a = li.appendChild(make('a', 'hd-source-link', title));
+        a.href = href;
+        a.target = '_blank';
+        a.rel = 'noopener noreferrer';
+      } else {
+        li.appendChild(make('span', 'hd-source-title', title));
+      }
+    });
+    rec.srcEl = box;
+    putAfterBubble(rec, box, SLOT.sources);
+  }
+  function normVote(v) { return v === 'up' || v === 'down' ? v : null; }
+  function canVote(rec) {
+    return rec.author === 'bot' && rec.seq != null && rec.id != null && rec.state === 'complete';
+  }
+  function withPerson() { return convStatus === 'waiting' || convStatus === 'human'; }
+  function renderFeedback(rec) {
+    if (!canVote(rec)) {
+      if (rec.fbEl) { rec.fbEl.remove(); rec.fbEl = null; }
+      if (rec.offerEl) { rec.offerEl.remove(); rec.offerEl = null; }
+      rec.el.removeAttribute('data-feedback');
+      return;
+    }
+    if (!rec.fbEl) {
+      var group = make('div', 'hd-feedback');
+      group.setAttribute('role', 'group');
+      group.setAttribute('aria-label', t('RateAnswer'));
+      [['up', 'Helpful'], ['down', 'NotHelpful']].forEach(function (pair) {
+        var b = make('button', 'hd-vote');
+        b.type = 'button';
+        b.setAttribute('data-vote', pair[0]);
+        b.setAttribute('aria-label', t(pair[1]));
+        b.title = t(pair[1]);
+        b.appendChild(icon(pair[0]));
+        b.addEventListener('click', function () { castVote(rec, rec.vote === pair[0] ? null : pair[0]); });
+        group.appendChild(b);
+      });
+      rec.fbEl = group;
+      putAfterBubble(rec, group, SLOT.feedback);
+    }
+    Array.prototype.forEach.call(rec.fbEl.children, function (b) {
+      b.setAttribute('aria-pressed', b.getAttribute('data-vote') === rec.vote ? 'true' : 'false');
+    });
+    if (rec.vote) rec.el.setAttribute('data-feedback', rec.vote); else rec.el.removeAttribute('data-feedback');
+    renderOffer(rec);
+  }
+  // "Talk to a person" right under an answer voted "Not helpful", while no person is involved yet.
+  function renderOffer(rec) {
+    var show = canVote(rec) && rec.vote === 'down' && !withPerson();
+    if (!show) {
+      if (rec.offerEl) { rec.offerEl.remove(); rec.offerEl = null; }
+      return;
+    }
+    if (!rec.offerEl) {
+      var b = make('button', 'hd-offer', t('Handoff'));
+      b.type = 'button';
+      b.setAttribute('data-reason', 'feedback');
+      b.addEventListener('click', function () { requestHandoff('feedback'); });
+      rec.offerEl = b;
+      putAfterBubble(rec, b, SLOT.offer);
+      scrollDown(false);
+    }
+    setBusy(rec.offerEl, handoffPending);
+  }
+  function setBusy(button, busy) {
+    if (busy) button.setAttribute('aria-disabled', 'true'); else button.removeAttribute('aria-disabled');
   }
   function setVisitorStatus(rec, status) {
     rec.status = status;
@@ -430,6 +576,8 @@
     resumeInFlight = false;
     stalledAfter = -1;
     convStatus = null;
+    root.setAttribute('data-status', '');
+    updateHandoff();
   }
   function follow(conversation) {
     if (conversation != null && conversation !== conv) switchConversation(conversation);
@@ -474,6 +622,7 @@
       case 'done': return onDone(f);
       case 'synced': return onSynced(f);
       case 'status': return onStatus(f);
+      case 'feedback': return onFeedback(f);
       case 'error': return onError(f);
       default: return undefined; // pong and anything newer
     }
@@ -496,6 +645,7 @@
       // one, so onSynced finds seqs missing below knownSeq and resumes this one from 0.
       switchConversation(c.id);
       convStatus = c.status || null;
+      root.setAttribute('data-status', convStatus || '');
       knownSeq = c.seq || 0;
     } else {
       knownSeq = 0;
@@ -509,6 +659,9 @@
     }
     flushOutbox();
     flushAttributes();
+    resendVotes();
+    if (handoffQueued && sendFrame({ type: 'handoff', reason: handoffQueued })) handoffQueued = null;
+    updateHandoff();
     postHost({ helpdesk: 'ready' });
   }
 
@@ -545,7 +698,7 @@
     byClient.set(id, rec);
     rec.clientId = id;
     rec.el.setAttribute('data-client-id', id);
-    if (f.message_id != null) { rec.id = f.message_id; rec.el.setAttribute('data-message-id', String(f.message_id)); }
+    if (f.message_id != null) setId(rec, f.message_id);
     if (typeof f.seq === 'number') setSeq(rec, f.seq);
     setState(rec, 'complete');
     setVisitorStatus(rec, 'sent');
@@ -574,7 +727,13 @@
     }
     var fresh = !rec;
     if (fresh) rec = newRecord(author);
-    if (m.id != null) { rec.id = m.id; rec.el.setAttribute('data-message-id', String(m.id)); }
+    if (m.id != null) setId(rec, m.id);
+    if (m.feedback !== undefined) {
+      rec.serverVote = normVote(m.feedback);
+      if (!rec.inflight) rec.vote = rec.serverVote; // our own unconfirmed vote wins until answered
+    }
+    setAnswerSource(rec, m.answer_source);
+    setSources(rec, m.sources);
     if (cid) {
       rec.clientId = cid;
       rec.el.setAttribute('data-client-id', cid);
@@ -612,10 +771,7 @@
       setState(rec, 'streaming');
       place(rec);
     }
-    if (f.message_id != null && rec.id == null) {
-      rec.id = f.message_id;
-      rec.el.setAttribute('data-message-id', String(f.message_id));
-    }
+    if (f.message_id != null && rec.id == null) setId(rec, f.message_id);
     if (f.seq > knownSeq) knownSeq = f.seq;
     return rec;
   }
@@ -640,6 +796,8 @@
     if (!rec) return;
     setText(rec, f.text);
     rec.el.removeAttribute('data-desync');
+    setAnswerSource(rec, f.answer_source);
+    setSources(rec, f.sources);
     setState(rec, f.state === 'streaming' ? 'complete' : (f.state || 'complete'));
     hideTyping();
     advance();
@@ -660,11 +818,41 @@
     if (convStatus !== 'bot') hideTyping();
     statusLine(convStatus);
     root.setAttribute('data-status', convStatus || '');
+    if (withPerson()) handoffSettled(); else updateHandoff();
+  }
+
+  function onFeedback(f) {
+    if (f.message_id == null) return;
+    var key = String(f.message_id);
+    var vote = normVote(f.vote);
+    var rec = byId.get(key);
+    if (!rec) { earlyVotes.set(key, vote); return; }
+    rec.serverVote = vote;
+    if (rec.inflight > 0) {
+      // the answer to one of our votes (or another tab's vote): keep showing our latest click
+      // until the server has answered all of them
+      rec.inflight -= 1;
+      var i = votesInFlight.indexOf(rec);
+      if (i >= 0) votesInFlight.splice(i, 1);
+      if (rec.inflight > 0) return;
+    }
+    rec.vote = vote;
+    renderFeedback(rec);
   }
 
   function onError(f) {
     var code = f.code || '';
     if (code === 'bot_unavailable') { hideTyping(); notice(t('BotUnavailable')); return; }
+    if (!f.id) {
+      // Frames are answered in order; an error without a client id may be about our oldest
+      // unanswered vote, or the handoff request. Roll back to what the server last said.
+      var voted = votesInFlight.shift();
+      if (voted) {
+        voted.inflight = Math.max(0, voted.inflight - 1);
+        if (!voted.inflight) { voted.vote = voted.serverVote; renderFeedback(voted); }
+      }
+      if (handoffPending) handoffSettled();
+    }
     if (code === 'rate_limited') { notice(t('RateLimited')); scheduleRetry(); return; }
     if (f.id) {
       var id = String(f.id).toLowerCase();
@@ -724,6 +912,52 @@
     if (wsReady) sendFrame({ type: 'message', id: id, text: text });
   }
 
+  // ---- feedback and handoff ----------------------------------------------------------------------
+  var votesInFlight = []; // records, one entry per `feedback` frame sent and not yet answered
+  var handoffPending = false; // a `handoff` was asked for; waiting for the `status` frame
+  var handoffQueued = null; // its reason, until a socket is ready to carry it
+  var handoffTimer = 0;
+
+  // Optimistic: the buttons show the vote at once; `feedback` frames (or an error) settle it.
+  function castVote(rec, vote) {
+    if (!canVote(rec)) return;
+    rec.vote = vote;
+    rec.inflight += 1;
+    votesInFlight.push(rec);
+    renderFeedback(rec);
+    if (wsReady) sendFrame({ type: 'feedback', message_id: rec.id, vote: vote });
+    // otherwise resendVotes() sends it once the socket is ready
+  }
+  function resendVotes() {
+    votesInFlight = [];
+    byId.forEach(function (rec) {
+      if (!rec.inflight) return;
+      rec.inflight = 1;
+      votesInFlight.push(rec);
+      sendFrame({ type: 'feedback', message_id: rec.id, vote: rec.vote });
+    });
+  }
+  function requestHandoff(reason) {
+    if (handoffPending || withPerson()) return;
+    handoffPending = true;
+    handoffQueued = reason;
+    if (wsReady && sendFrame({ type: 'handoff', reason: reason })) handoffQueued = null;
+    clearTimeout(handoffTimer);
+    handoffTimer = setTimeout(handoffSettled, 15000); // no answer: let the visitor try again
+    updateHandoff();
+  }
+  function handoffSettled() {
+    clearTimeout(handoffTimer);
+    handoffPending = false;
+    handoffQueued = null;
+    updateHandoff();
+  }
+  function updateHandoff() {
+    handoffBtn.hidden = withPerson();
+    setBusy(handoffBtn, handoffPending);
+    byId.forEach(function (rec) { if (rec.fbEl) renderOffer(rec); });
+  }
+
   // ---- attributes from the host ----------------------------------------------------------------
   function queueAttributes(attrs) {
     if (!attrs || typeof attrs !== 'object' || Array.isArray(attrs)) return;
@@ -762,6 +996,9 @@
     logEl.textContent = '';
     greetingEl = null;
     byClient.clear();
+    byId.clear();
+    earlyVotes.clear();
+    votesInFlight = [];
     conv = null;
     bySeq = new Map();
     lastSeq = 0;
@@ -769,6 +1006,8 @@
     stalledAfter = -1;
     convStatus = null;
     knownSeq = 0;
+    root.setAttribute('data-status', '');
+    handoffSettled();
     initialSynced = false;
     everReady = false;
     attempts = 0;
@@ -815,6 +1054,7 @@
   });
   input.addEventListener('input', autosize);
   closeBtn.addEventListener('click', function () { postHost({ helpdesk: 'close' }); });
+  handoffBtn.addEventListener('click', function () { requestHandoff('button'); });
   document.addEventListener('keydown', function (e) {
     if (e.key === 'Escape' && !e.defaultPrevented && !e.isComposing) postHost({ helpdesk: 'close' });
   });

@@ -5,9 +5,15 @@ server with zero delay as its LLM), opens real websockets, and for each turn mea
   ack    - message frame sent -> ack received (validated, stored, committed)
   first  - message frame sent -> first delta of the answer received
   done   - message frame sent -> done frame received
+  engine - first minus the LLM's own time to its first chunk (from the audit log): what the
+           engine adds before the first token (redaction, moderation round trip to the stub,
+           curated/cache lookups, retrieval, prompt building, DB writes, channel layer)
 Prints median, p90, p99 and max in milliseconds.
 
-    .venv/bin/python bench/first_token.py [--turns 1000] [--conversations 50]
+    .venv/bin/python bench/first_token.py [--turns 1000] [--conversations 50] [--articles 200]
+
+The site gets --articles knowledge-base articles; questions vary so the response cache
+does not answer them.
 
 Uses DATABASE_URL / REDIS_URL when set (PostgreSQL / Redis channel layer), else a temporary
 SQLite file and the in-memory layer.
@@ -66,6 +72,39 @@ def manage(env: dict, *args: str) -> str:
     return result.stdout
 
 
+WORDS = (
+    "shipping returns refund warranty boots jacket tent backpack sizing payment order tracking "
+    "exchange delivery customs gift card repair waterproof down sleeping bag climbing rope "
+    "pickup store rental price match discount invoice address cancel"
+).split()
+
+SEED_ARTICLES = """
+import random, sys
+from bots.models import Article
+from helpdesk.models import Site
+words = sys.argv[1].split(",")
+site = Site.objects.get(key=sys.argv[2])
+rng = random.Random(7)
+Article.objects.bulk_create(
+    Article(site=site, title=" ".join(rng.sample(words, 3)).title(),
+            body=" ".join(rng.choice(words) for _ in range(120)), tags=rng.sample(words, 2))
+    for _ in range(int(sys.argv[3]))
+)
+"""
+
+LLM_FIRST_CHUNK = """
+import json
+from bots.models import LLMCall
+from helpdesk.models import Message
+out = {}
+for call in LLMCall.objects.filter(kind="chat").select_related("message"):
+    question = Message.objects.get(conversation_id=call.message.conversation_id,
+                                   seq=call.message.seq - 1)
+    out[question.pk] = call.first_token_ms
+print(json.dumps(out))
+"""
+
+
 async def run_conversation(url: str, origin: str, turns: int, timings: dict) -> None:
     async with websockets.connect(url, origin=origin, max_size=2**20) as ws:
         await ws.send(json.dumps({"type": "hello", "token": None, "after": 0}))
@@ -73,7 +112,9 @@ async def run_conversation(url: str, origin: str, turns: int, timings: dict) -> 
             pass
         for n in range(turns):
             started = time.perf_counter()
-            frame = {"type": "message", "id": str(uuid.uuid4()), "text": f"Question {n}?"}
+            words = " ".join(WORDS[(n * 7 + k * 3) % len(WORDS)] for k in range(4))
+            text = f"Question {uuid.uuid4().hex[:6]} about {words}?"
+            frame = {"type": "message", "id": str(uuid.uuid4()), "text": text}
             await ws.send(json.dumps(frame))
             first = None
             while True:
@@ -81,6 +122,7 @@ async def run_conversation(url: str, origin: str, turns: int, timings: dict) -> 
                 now = (time.perf_counter() - started) * 1000
                 if received["type"] == "ack":
                     timings["ack"].append(now)
+                    timings["ids"].append(received["message_id"])
                 elif received["type"] == "delta" and first is None:
                     first = now
                     timings["first"].append(now)
@@ -92,7 +134,7 @@ async def run_conversation(url: str, origin: str, turns: int, timings: dict) -> 
 
 
 async def main_async(args) -> None:
-    timings: dict[str, list[float]] = {"ack": [], "first": [], "done": []}
+    timings: dict[str, list] = {"ack": [], "first": [], "done": [], "ids": []}
     llm = FakeLLMServer().start()
     llm.default_reply = Reply(text="Standard shipping takes 3 to 5 business days.")
     tmp = tempfile.mkdtemp(prefix="helpdesk-bench-")
@@ -117,6 +159,14 @@ async def main_async(args) -> None:
     manage(env, "migrate", "--noinput", "-v", "0")
     origin = "https://shop.example"
     key = manage(env, "createsite", "Bench", "--origin", origin).strip().splitlines()[-1]
+    manage(
+        env,
+        "shell",
+        "-c",
+        SEED_ARTICLES.replace("sys.argv[1]", repr(",".join(WORDS)))
+        .replace("sys.argv[2]", repr(key))
+        .replace("sys.argv[3]", repr(str(args.articles))),
+    )
     server = subprocess.Popen(
         [
             sys.executable,
@@ -148,7 +198,7 @@ async def main_async(args) -> None:
         url = f"ws://127.0.0.1:{port}/ws/widget/{key}/"
         per_conversation = max(1, args.turns // args.conversations)
         # Warm-up: the first turn pays for imports and connection setup.
-        await run_conversation(url, origin, 3, {"ack": [], "first": [], "done": []})
+        await run_conversation(url, origin, 3, {"ack": [], "first": [], "done": [], "ids": []})
         started = time.perf_counter()
         for _ in range(args.conversations):
             await run_conversation(url, origin, per_conversation, timings)
@@ -157,6 +207,13 @@ async def main_async(args) -> None:
         server.terminate()
         server.wait(timeout=10)
         llm.stop()
+    llm_first = json.loads(manage(env, "shell", "-c", LLM_FIRST_CHUNK).strip().splitlines()[-1])
+    # The warm-up turns are not in timings["ids"], so they drop out here.
+    timings["engine"] = [
+        first - llm_first[str(message_id)]
+        for message_id, first in zip(timings["ids"], timings["first"], strict=True)
+        if str(message_id) in llm_first
+    ]
     database = "PostgreSQL" if "DATABASE_URL" in os.environ else "SQLite"
     layer = "Redis" if "REDIS_URL" in os.environ else "in-memory"
     print(
@@ -164,7 +221,7 @@ async def main_async(args) -> None:
         f"fake LLM with zero delay, {args.conversations} conversations, "
         f"{len(timings['done'])} turns in {elapsed:.1f} s), milliseconds:"
     )
-    for name in ("ack", "first", "done"):
+    for name in ("ack", "first", "engine", "done"):
         print(report(name, timings[name]))
 
 
@@ -172,6 +229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=1000)
     parser.add_argument("--conversations", type=int, default=50)
+    parser.add_argument("--articles", type=int, default=200)
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -190,21 +190,14 @@ class CuratedAnswerAdmin(admin.ModelAdmin):
         if not message_id:
             return initial
         initial.pop("message", None)
+        if not message_id.isdigit():
+            return self._not_prefilled(request, initial, message_id, "the id must be a number.")
         try:
-            if not message_id.isdigit():
-                raise ValueError("the message id must be a number.")
             draft = draft_from_message(message_id=int(message_id))
         except Message.DoesNotExist:
-            reason = "there is no such message."
+            return self._not_prefilled(request, initial, message_id, "there is no such message.")
         except ValueError as exc:
-            reason = str(exc)
-        else:
-            reason = ""
-        if reason:
-            self.message_user(
-                request, f"Cannot prefill from message {message_id}: {reason}", messages.WARNING
-            )
-            return initial
+            return self._not_prefilled(request, initial, message_id, str(exc))
         return {
             **initial,
             "site": draft.site_id,
@@ -212,6 +205,12 @@ class CuratedAnswerAdmin(admin.ModelAdmin):
             "answer": draft.answer,
             "source_message": draft.message_id,
         }
+
+    def _not_prefilled(self, request, initial: dict, message_id: str, reason: str) -> dict:
+        self.message_user(
+            request, f"Cannot prefill from message {message_id}: {reason}", messages.WARNING
+        )
+        return initial
 
     def save_model(self, request, obj, form, change):
         if not change and obj.created_by_id is None:

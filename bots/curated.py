@@ -124,7 +124,7 @@ _cache: dict[int, tuple[tuple, CuratedIndex]] = {}
 _cache_lock = threading.Lock()
 
 
-def index_for_site(site_id: int) -> CuratedIndex:
+def index_for_site(site_id: int, version: tuple | None = None) -> CuratedIndex:
     """The site's index, rebuilt when one of its active curated answers is added or changed.
 
     Deactivating or deleting one changes the count; adding or editing one moves the newest
@@ -132,8 +132,9 @@ def index_for_site(site_id: int) -> CuratedIndex:
     hits never force a rebuild.
     """
     active = CuratedAnswer.objects.filter(site_id=site_id, is_active=True)
-    stats = active.aggregate(count=Count("id"), newest=Max("updated_at"))
-    version = (stats["count"], stats["newest"])
+    if version is None:
+        stats = active.aggregate(count=Count("id"), newest=Max("updated_at"))
+        version = (stats["count"], stats["newest"])
     with _cache_lock:
         cached = _cache.get(site_id)
         if cached is not None and cached[0] == version:
@@ -144,9 +145,14 @@ def index_for_site(site_id: int) -> CuratedIndex:
     return index
 
 
-def find_curated_answer(*, site_id: int, question: str, threshold: float) -> CuratedMatch | None:
-    """The site's active curated answer closest to `question`, if it scores at least `threshold`."""
-    match = index_for_site(site_id).best(question)
+def find_curated_answer(
+    *, site_id: int, question: str, threshold: float, version: tuple | None = None
+) -> CuratedMatch | None:
+    """The site's active curated answer closest to `question`, if it scores at least `threshold`.
+
+    `version` is (count, newest updated_at) of the active curated answers, when known.
+    """
+    match = index_for_site(site_id, version).best(question)
     if match is None or match.score < threshold:
         return None
     return match

@@ -24,7 +24,7 @@ from django.utils.translation import gettext
 
 from bots import services, summary
 from bots.circuit import breaker
-from bots.curated import find_curated_answer, record_curated_hit
+from bots.curated import record_curated_hit
 from bots.leak import LeakGuard
 from bots.llm import (
     LLMError,
@@ -35,7 +35,7 @@ from bots.llm import (
     provider_key,
     stream_chat,
 )
-from bots.moderation import banned_words_for, moderate_with_provider
+from bots.moderation import ProviderModeration, banned_words_for, moderate_with_provider
 from bots.offline import answer_offline
 from bots.pii import redact
 from bots.pricing import cost_of
@@ -131,18 +131,34 @@ class _Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     used_tools: bool = False
+    reserved: "asyncio.Task | None" = None
+
+    def reserve(self) -> None:
+        """Store the answer's row while the model thinks, off the path to the first token."""
+        if self.message is None and self.reserved is None:
+            self.reserved = asyncio.create_task(
+                database_sync_to_async(services.start_bot_message)(
+                    conversation_id=self.turn.conversation_id
+                )
+            )
+
+    async def claim(self) -> dict:
+        if self.message is None:
+            if self.reserved is None:
+                self.reserve()
+            self.message = await self.reserved
+        return self.message
 
     async def emit(self, piece: str) -> Delta:
         if self.message is None:
             self.first_token_ms = _ms(self.started)
-            self.message = await database_sync_to_async(services.start_bot_message)(
-                conversation_id=self.turn.conversation_id
-            )
+            await self.claim()
         delta = Delta(self.message["id"], self.message["seq"], len(self.text), piece)
         self.text += piece
         return delta
 
     async def finish(self, *, interrupted: bool = False) -> dict:
+        await self.claim()
         llm = self.source in {"llm", "guard"} and self.prompt_tokens > 0
         model = self.turn.bot.model if llm else ""
         stored = await database_sync_to_async(_store_answer)(
@@ -176,18 +192,6 @@ def _store_answer(*, answer: _Answer, interrupted: bool, model: str, llm: bool) 
     return stored
 
 
-async def _record_calls(answer: _Answer) -> None:
-    """Audit rows for provider calls of a turn that stored no answer."""
-    if answer.calls:
-        await database_sync_to_async(services.record_llm_calls)(
-            site_id=answer.turn.site_id,
-            conversation_id=answer.turn.conversation_id,
-            message_id=None,
-            calls=answer.calls,
-        )
-        answer.calls = []
-
-
 def _translated(language: str, text: str, **params) -> str:
     with translation.override(language or "en"):
         return gettext(text) % params if params else gettext(text)
@@ -208,59 +212,90 @@ def _cache_key(turn: services.Turn) -> str | None:
     return f"bots:answer:{turn.site_id}:{turn.knowledge_version}:{digest}"
 
 
-async def reply(*, conversation_id: int, message_id: int) -> AsyncIterator[BotEvent]:
-    """Answer the customer message `message_id`: deltas, then the stored answer."""
-    turn = await database_sync_to_async(services.load_turn)(
-        conversation_id=conversation_id, message_id=message_id
-    )
+async def reply(
+    *, conversation_id: int, message_id: int, question: str | None = None
+) -> AsyncIterator[BotEvent]:
+    """Answer the customer message `message_id`: deltas, then the stored answer.
+
+    Passing the message's text lets moderation start while the turn is read.
+    """
+    moderation = None
+    if question is not None and _moderation_wanted():
+        moderation = asyncio.create_task(_moderate(redact(question).text))
+    try:
+        turn = await database_sync_to_async(services.prepare_turn)(
+            conversation_id=conversation_id,
+            message_id=message_id,
+            snippet_limit=SNIPPETS_PER_PROMPT,
+        )
+    except BaseException:
+        if moderation is not None:
+            moderation.cancel()
+        raise
     answer = _Answer(turn=turn)
     try:
-        async for event in _answer(turn, answer):
+        async for event in _answer(turn, answer, moderation):
             yield event
     except asyncio.CancelledError:
         # Shutting down mid-answer: never leave a half-written answer marked as streaming.
-        if answer.message is not None:
-            await asyncio.shield(answer.finish(interrupted=True))
+        if answer.message is not None or answer.reserved is not None:
+            await asyncio.shield(_finish_cancelled(answer))
         raise
     await database_sync_to_async(summary.schedule_summary_if_due)(conversation_id=conversation_id)
 
 
-async def _answer(turn: services.Turn, answer: _Answer) -> AsyncIterator[BotEvent]:
-    question = redact(turn.question)
+async def _finish_cancelled(answer: _Answer) -> None:
+    await answer.claim()
+    await answer.finish(interrupted=True)
+
+
+def _moderation_wanted() -> bool:
+    return llm_configured() and settings.HELPDESK_MODERATION != "off"
+
+
+async def _moderate(text: str) -> ProviderModeration | None:
+    return await moderate_with_provider(get_client(), text)
+
+
+async def _answer(
+    turn: services.Turn, answer: _Answer, moderation: "asyncio.Task | None"
+) -> AsyncIterator[BotEvent]:
     banned = banned_words_for(turn.bot.banned_words).find(turn.question)
     if banned is not None:
+        if moderation is not None:
+            moderation.cancel()
         async for event in _refuse_flagged(turn, answer, review="banned word"):
             yield event
         return
 
     llm_allowed = llm_configured() and not turn.over_budget
-    if llm_allowed and settings.HELPDESK_MODERATION != "off":
-        moderation = await moderate_with_provider(get_client(), question.text)
-        if moderation is not None:
+    if moderation is None and llm_allowed and _moderation_wanted():
+        moderation = asyncio.create_task(_moderate(turn.redacted.text))
+    if moderation is not None:
+        # Kept even over the token budget: moderation is free and the check still protects.
+        result = await moderation
+        if result is not None:
             answer.calls.append(
                 services.CallRecord(
                     kind="moderation",
-                    model=moderation.model,
+                    model=result.model,
                     parameters={},
-                    total_ms=moderation.total_ms,
-                    outcome=moderation.outcome,
-                    pii_redacted=question.total,
+                    total_ms=result.total_ms,
+                    outcome=result.outcome,
+                    pii_redacted=turn.redacted.total,
                 )
             )
-            if moderation.flagged:
-                categories = ", ".join(moderation.categories)
+            if result.flagged:
+                categories = ", ".join(result.categories)
                 async for event in _refuse_flagged(
                     turn, answer, review=f"moderation: {categories}"
                 ):
                     yield event
                 return
 
-    curated = await database_sync_to_async(find_curated_answer)(
-        site_id=turn.site_id, question=turn.question, threshold=turn.bot.curated_threshold
-    )
-    if curated is not None:
-        await database_sync_to_async(record_curated_hit)(curated.curated_id)
-        async for event in _say(answer, curated.answer, "curated"):
+    if turn.curated is not None:
+        await database_sync_to_async(record_curated_hit)(turn.curated.curated_id)
+        async for event in _say(answer, turn.curated.answer, "curated"):
             yield event
         yield Stored(await answer.finish())
         return
@@ -275,12 +310,9 @@ async def _answer(turn: services.Turn, answer: _Answer) -> AsyncIterator[BotEven
             yield Stored(await answer.finish())
             return
 
-    snippets = await database_sync_to_async(search_articles)(
-        site_id=turn.site_id, query=question.text, limit=SNIPPETS_PER_PROMPT
-    )
     if llm_allowed and breaker.allow(provider_key()):
         try:
-            async for event in _llm_answer(turn, answer, snippets):
+            async for event in _llm_answer(turn, answer, list(turn.snippets)):
                 yield event
         except LLMError as exc:
             breaker.failed(provider_key())
@@ -291,9 +323,11 @@ async def _answer(turn: services.Turn, answer: _Answer) -> AsyncIterator[BotEven
                 yield event
             return
         breaker.succeeded(provider_key())
-        if answer.message is None:
-            await _record_calls(answer)
-            return
+        if not answer.text:
+            # The model only called tools (a handoff): say what happens next.
+            answer.source = "llm"
+            async for event in _say(answer, _connecting_text(turn), "llm"):
+                yield event
         stored = await answer.finish()
         yield Stored(stored)
         if cache_key and answer.source == "llm" and not answer.used_tools:
@@ -316,9 +350,13 @@ async def _offline(turn: services.Turn, answer: _Answer) -> AsyncIterator[BotEve
         yield event
 
 
+def _connecting_text(turn: services.Turn) -> str:
+    return _translated(turn.language, "I'm connecting you with a member of our team.")
+
+
 async def _after_llm_failure(turn: services.Turn, answer: _Answer) -> AsyncIterator[BotEvent]:
     """The fallback chain: keep what was shown, else the offline answer; then offer a human."""
-    if answer.message is not None:
+    if answer.text:
         yield Stored(await answer.finish(interrupted=True))
     else:
         async for event in _offline(turn, answer):
@@ -398,6 +436,7 @@ async def _llm_answer(
         "max_tokens": bot.max_tokens,
         "stop": list(bot.stop),
     }
+    answer.reserve()
     for _round in range(MAX_TOOL_ROUNDS + 1):
         tool_calls: list[ToolCallRequest] = []
         call_started = time.perf_counter()
@@ -505,8 +544,7 @@ async def _replace_with_refusal(turn: services.Turn, answer: _Answer) -> None:
     )
     answer.source = "guard"
     answer.sources = []
-    if answer.message is None:
-        await answer.emit("")
+    await answer.claim()
 
 
 async def _run_tool(

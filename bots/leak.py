@@ -32,7 +32,7 @@ _BASE = 1_000_003
 
 
 def _normalize(text: str) -> str:
-    # NFKC folds full-width Latin ("ＡＣＭＥ") to ASCII; then drop invisible characters.
+    # NFKC folds full-width Latin letters to ASCII; then drop invisible characters.
     return unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
 
 

@@ -85,7 +85,7 @@ class BotConfig(models.Model):
     curated_threshold = models.FloatField(
         default=0.85,
         validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
-        help_text="How close a question must be to a curated one (0.5–1) to get its answer.",
+        help_text="How close a question must be to a curated one (0.5 to 1) to get its answer.",
     )
     monthly_token_budget = models.PositiveBigIntegerField(
         null=True,

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import snowballstemmer
+from django.db.models import Count, Max
 
 from bots.models import Article
 
@@ -132,11 +133,16 @@ _cache: dict[int, tuple[tuple, KnowledgeIndex]] = {}
 _cache_lock = threading.Lock()
 
 
-def index_for_site(site_id: int) -> KnowledgeIndex:
-    """The site's index, rebuilt when any of its published articles changed."""
+def index_for_site(site_id: int, version: tuple | None = None) -> KnowledgeIndex:
+    """The site's index, rebuilt when any of its published articles changed.
+
+    `version` is (count, newest updated_at) of the published articles, when the caller has
+    read it already; otherwise it is read here.
+    """
     published = Article.objects.published().filter(site_id=site_id)
-    version = tuple(published.order_by("-updated_at").values_list("updated_at", flat=True)[:1])
-    version += (published.count(),)
+    if version is None:
+        stats = published.aggregate(count=Count("id"), newest=Max("updated_at"))
+        version = (stats["count"], stats["newest"])
     with _cache_lock:
         cached = _cache.get(site_id)
         if cached is not None and cached[0] == version:
@@ -147,5 +153,7 @@ def index_for_site(site_id: int) -> KnowledgeIndex:
     return index
 
 
-def search_articles(*, site_id: int, query: str, limit: int = 3) -> list[Snippet]:
-    return index_for_site(site_id).search(query, limit=limit)
+def search_articles(
+    *, site_id: int, query: str, limit: int = 3, version: tuple | None = None
+) -> list[Snippet]:
+    return index_for_site(site_id, version).search(query, limit=limit)

@@ -7,11 +7,14 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Max, Sum
+from django.db.models import Count, F, Subquery, Sum
 from django.utils import timezone
 
-from bots.models import Article, BotConfig, ConversationSummary, LLMCall
-from helpdesk.models import Conversation, Message
+from bots.curated import CuratedMatch, find_curated_answer
+from bots.models import Article, BotConfig, ConversationSummary, CuratedAnswer, LLMCall
+from bots.pii import Redaction, redact
+from bots.retrieval import Snippet, search_articles
+from helpdesk.models import Message, Site
 from helpdesk.services import append_message
 
 
@@ -61,6 +64,8 @@ class Turn:
     conversation_id: int
     message_id: int
     question: str
+    # The question with PII replaced: what retrieval, moderation and the model see.
+    redacted: Redaction
     language: str
     scope: str
     bot: BotSettings
@@ -72,6 +77,8 @@ class Turn:
     # Changes whenever the articles, the bot settings or the scope change.
     knowledge_version: str
     tokens_this_month: int
+    snippets: tuple[Snippet, ...]
+    curated: CuratedMatch | None
 
     @property
     def over_budget(self) -> bool:
@@ -96,47 +103,101 @@ def tokens_used_this_month(site_id: int) -> int:
     return used or 0
 
 
-def knowledge_version(site_id: int, config: BotConfig, scope: str) -> str:
-    articles = Article.objects.filter(site_id=site_id, is_published=True).aggregate(
-        n=Count("id"), latest=Max("updated_at")
+def _newest(model, site_id: int, **filters) -> Subquery:
+    rows = model.objects.filter(site_id=site_id, **filters).order_by("-updated_at")
+    return Subquery(rows.values("updated_at")[:1])
+
+
+def _count(model, site_id: int, **filters) -> Subquery:
+    rows = model.objects.filter(site_id=site_id, **filters).order_by()
+    return Subquery(rows.values("site_id").annotate(n=Count("id")).values("n")[:1])
+
+
+def knowledge_state(site_id: int) -> dict:
+    """Versions of the site's articles and curated answers, in one query."""
+    return (
+        Site.objects.filter(pk=site_id)
+        .annotate(
+            articles_count=_count(Article, site_id, is_published=True),
+            articles_newest=_newest(Article, site_id, is_published=True),
+            curated_count=_count(CuratedAnswer, site_id, is_active=True),
+            curated_newest=_newest(CuratedAnswer, site_id, is_active=True),
+        )
+        .values("articles_count", "articles_newest", "curated_count", "curated_newest")
+        .get()
     )
-    raw = f"{articles['n']}|{articles['latest']}|{config.updated_at}|{scope}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def load_turn(*, conversation_id: int, message_id: int) -> Turn:
-    conversation = Conversation.objects.select_related("site", "visitor").get(pk=conversation_id)
+def prepare_turn(*, conversation_id: int, message_id: int, snippet_limit: int) -> Turn:
+    """Read the turn and do its lookups (curated answers, retrieval) in one trip."""
+    question = Message.objects.select_related(
+        "conversation__site__bot_config", "conversation__visitor", "conversation__summary"
+    ).get(pk=message_id, conversation_id=conversation_id)
+    conversation = question.conversation
     site = conversation.site
-    config, _ = BotConfig.objects.get_or_create(site=site)
-    question = Message.objects.get(pk=message_id, conversation=conversation)
-    summary = ConversationSummary.objects.filter(conversation=conversation).first()
+    try:
+        config = site.bot_config
+    except BotConfig.DoesNotExist:
+        config, _ = BotConfig.objects.get_or_create(site=site)
+    try:
+        summary = conversation.summary
+    except ConversationSummary.DoesNotExist:
+        summary = None
     summarized_upto = summary.upto_seq if summary else 0
-    recent = (
+    limit = settings.HELPDESK_HISTORY_TURNS
+    recent = list(
         conversation.messages.filter(
             seq__gt=summarized_upto, seq__lte=question.seq, author__in=ROLE_OF_AUTHOR
         )
         .exclude(text="")
         .order_by("-seq")
-        .values_list("author", "text")[: settings.HELPDESK_HISTORY_TURNS]
+        .values_list("author", "text")[:limit]
     )
     history = tuple((ROLE_OF_AUTHOR[author], text) for author, text in reversed(recent))
-    earlier_questions = conversation.messages.filter(
-        author=Message.Author.VISITOR, seq__lt=question.seq
-    ).exists()
+    asked_before = (
+        summary is not None
+        or len(recent) == limit
+        or any(author == Message.Author.VISITOR for author, _text in recent[1:])
+    )
+    state = knowledge_state(site.pk)
+    bot = BotSettings.of(config)
+    language = conversation.language or conversation.visitor.language or site.default_language
+    if bot.languages and language not in bot.languages:
+        # The site answers only in its listed languages; the first is its fallback.
+        language = bot.languages[0]
+    redacted = redact(question.text)
+    raw_version = f"{state}|{config.updated_at}|{site.scope}"
     return Turn(
         site_id=site.pk,
         site_name=site.name,
         conversation_id=conversation.pk,
         message_id=question.pk,
         question=question.text,
-        language=conversation.language or conversation.visitor.language or site.default_language,
+        redacted=redacted,
+        language=language,
         scope=site.scope,
-        bot=BotSettings.of(config),
+        bot=bot,
         history=history,
         summary=summary.text if summary else "",
-        context_free=not earlier_questions,
-        knowledge_version=knowledge_version(site.pk, config, site.scope),
-        tokens_this_month=tokens_used_this_month(site.pk),
+        context_free=not asked_before,
+        knowledge_version=hashlib.sha256(raw_version.encode()).hexdigest()[:16],
+        tokens_this_month=(
+            tokens_used_this_month(site.pk) if bot.monthly_token_budget is not None else 0
+        ),
+        snippets=tuple(
+            search_articles(
+                site_id=site.pk,
+                query=redacted.text,
+                limit=snippet_limit,
+                version=(state["articles_count"] or 0, state["articles_newest"]),
+            )
+        ),
+        curated=find_curated_answer(
+            site_id=site.pk,
+            question=question.text,
+            threshold=bot.curated_threshold,
+            version=(state["curated_count"] or 0, state["curated_newest"]),
+        ),
     )
 
 

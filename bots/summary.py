@@ -65,7 +65,7 @@ def schedule_summary_if_due(*, conversation_id: int) -> None:
 
 def summarize_conversation(conversation_id: int) -> bool:
     """Fold older messages into the summary; False when there was nothing to do."""
-    upto, rows = _pending(conversation_id)
+    _upto, rows = _pending(conversation_id)
     if len(rows) < settings.HELPDESK_SUMMARY_TRIGGER:
         return False
     folded = rows[: len(rows) - settings.HELPDESK_SUMMARY_KEEP]

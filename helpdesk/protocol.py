@@ -90,7 +90,7 @@ def _parse_feedback(frame: dict) -> dict:
         raise ProtocolError("missing_field", "The field 'vote' is required.")
     vote = frame["vote"]
     if vote not in ("up", "down", None):
-        raise ProtocolError("invalid_field", "The field 'vote' must be \"up\", \"down\" or null.")
+        raise ProtocolError("invalid_field", 'The field \'vote\' must be "up", "down" or null.')
     return {"type": "feedback", "message_id": message_id, "vote": vote}
 
 

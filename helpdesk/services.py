@@ -196,7 +196,9 @@ def request_human(*, conversation_id: int, reason: str, notice: str) -> StatusCh
         message = append_message(
             conversation_id=conversation_id, author=Message.Author.SYSTEM, text=notice
         )
-    return StatusChange(conversation_id, conversation.status, changed=True, notice=message.as_frame())
+    return StatusChange(
+        conversation_id, conversation.status, changed=True, notice=message.as_frame()
+    )
 
 
 def record_feedback(*, visitor_id: int, message_id: int, vote: str | None) -> dict | None:
@@ -206,5 +208,7 @@ def record_feedback(*, visitor_id: int, message_id: int, vote: str | None) -> di
     ).update(feedback=vote or "", feedback_at=timezone.now() if vote else None)
     if not updated:
         return None
-    conversation_id = Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True).get()
+    conversation_id = (
+        Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True).get()
+    )
     return {"conversation": conversation_id, "message_id": message_id, "vote": vote}

@@ -139,8 +139,12 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "helpdesk.sqlite3",
-            # WAL lets the demo's readers and its one writer work side by side.
-            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20},
+            # WAL lets the demo's readers and its one writer work side by side; with WAL,
+            # synchronous=NORMAL cannot corrupt the file and saves an fsync per commit.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "timeout": 20,
+            },
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

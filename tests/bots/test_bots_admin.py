@@ -418,7 +418,10 @@ def test_the_site_admin_carries_the_bot_settings_inline(admin_client):
     assert BotConfigInline in admin.site._registry[Site].inlines
     response = admin_client.get(reverse("admin:helpdesk_site_add"))
     assert response.status_code == 200
-    assert 'name="bot_config-0-temperature"' in response.content.decode()
+    page = response.content.decode()
+    assert 'name="bot_config-0-temperature"' in page
+    # What lets an untouched form for a site without settings be skipped on save.
+    assert 'name="initial-bot_config-0-stop_sequences"' in page
 
 
 def test_a_site_without_bot_settings_saves_untouched_and_creates_them_when_edited(admin_client):
@@ -468,3 +471,12 @@ def test_invalid_bot_settings_are_refused_with_a_message(admin_client, exists, f
         )
     else:
         assert not BotConfig.objects.filter(site=site).exists()
+
+
+@pytest.mark.parametrize(
+    ("message", "warning"), [("abc", "the id must be a number"), ("999999", "no such message")]
+)
+def test_the_curated_add_form_warns_about_a_bad_message_id(admin_client, message, warning):
+    response = admin_client.get(reverse("admin:bots_curatedanswer_add") + f"?message={message}")
+    assert response.status_code == 200
+    assert any(warning in m for m in messages_of(response))

@@ -148,9 +148,7 @@ async def test_a_curated_answer_is_served_verbatim_without_the_llm(site, fake_ll
     assert curated.hits == 1
 
 
-async def test_the_response_cache_answers_a_repeat_and_forgets_when_articles_change(
-    site, fake_llm
-):
+async def test_the_response_cache_answers_a_repeat_and_forgets_when_articles_change(site, fake_llm):
     fake_llm.script(Reply(text="Shipping is $5."), Reply(text="Shipping is now $7."))
     (first,) = await ask(site, "How much is shipping?")
     (second,) = await ask(site, "how much is shipping")
@@ -177,12 +175,16 @@ async def test_follow_up_questions_are_not_cached(site, fake_llm):
 async def test_a_site_over_its_monthly_budget_stops_calling_the_llm(site, fake_llm):
     await configure(site, monthly_token_budget=100)
     await db(
-        LLMCall.objects.create, site=site, kind="chat", model="gpt-4o-mini",
-        prompt_tokens=90, completion_tokens=20,
+        LLMCall.objects.create,
+        site=site,
+        kind="chat",
+        model="gpt-4o-mini",
+        prompt_tokens=90,
+        completion_tokens=20,
     )
     (done,) = await ask(site, "How much does shipping cost?")
     assert done["answer_source"] == "offline"
-    assert fake_llm.requests == []
+    assert fake_llm.chat_requests() == []
 
 
 async def test_cost_and_an_audit_row_are_recorded_per_call(site, fake_llm):
@@ -219,7 +221,9 @@ async def test_the_circuit_opens_after_repeated_failures_and_skips_the_provider(
     (done,) = await ask(site, "How much does shipping cost?")
     assert len(fake_llm.chat_requests()) == calls_before
     assert done["answer_source"] == "offline"
-    failures = await db(lambda: list(LLMCall.objects.filter(kind="chat").values_list("outcome", flat=True)))
+    failures = await db(
+        lambda: list(LLMCall.objects.filter(kind="chat").values_list("outcome", flat=True))
+    )
     assert failures == ["InternalServerError", "InternalServerError"]
 
 
@@ -243,7 +247,11 @@ async def test_banned_words_are_caught_without_any_provider(site):
     for text in ["This shop is a SCAM", "你们是骗子"]:
         (done,) = await ask(site, text)
         assert done["answer_source"] == "guard"
-    reviewed = await db(lambda: list(Message.objects.filter(needs_review=True).values_list("review_reason", flat=True)))
+    reviewed = await db(
+        lambda: list(
+            Message.objects.filter(needs_review=True).values_list("review_reason", flat=True)
+        )
+    )
     assert reviewed == ["banned word", "banned word"]
 
 
@@ -303,3 +311,35 @@ async def test_older_turns_are_folded_into_a_summary_that_the_prompt_then_uses(
     assert await db(LLMCall.objects.filter(kind="summary").count) == 1
     # Running the task again folds nothing new.
     assert await db(summarize_conversation, summary.conversation_id) is False
+
+
+async def test_a_rate_limited_provider_is_retried_after_its_retry_after(site, fake_llm, settings):
+    settings.HELPDESK_LLM_MAX_RETRIES = 2
+    fake_llm.script(
+        Reply(status=429, headers={"retry-after-ms": "5"}),
+        Reply(text="Shipping is $5."),
+    )
+    (done,) = await ask(site, "How much is shipping?")
+    assert (done["answer_source"], done["text"]) == ("llm", "Shipping is $5.")
+    assert len(fake_llm.chat_requests()) == 2
+
+
+async def test_an_open_circuit_probes_the_provider_again_after_the_cool_down(
+    site, fake_llm, settings
+):
+    settings.HELPDESK_CIRCUIT_FAILURES = 1
+    settings.HELPDESK_CIRCUIT_COOLDOWN = 0
+    fake_llm.script(Reply(status=500), Reply(text="Back again."))
+    (first,) = await ask(site, "Shipping?")
+    assert first["answer_source"] == "offline"
+    assert breaker.is_open(provider_key())
+    (probe,) = await ask(site, "Returns?")
+    assert (probe["answer_source"], probe["text"]) == ("llm", "Back again.")
+    assert not breaker.is_open(provider_key())
+
+
+async def test_a_site_answers_only_in_its_languages(site, fake_llm):
+    await configure(site, languages=["zh-hans"])
+    await ask(site, "How much is shipping?")
+    system = system_prompt(fake_llm.chat_requests()[-1])
+    assert "Answer in Simplified Chinese" in system

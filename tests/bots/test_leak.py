@@ -61,10 +61,10 @@ def test_catches_a_leak_of_the_rules(guard):
 
 
 def test_catches_full_width_and_zero_width_obfuscation(guard):
-    assert guard.leaked(
-        "ＹＯＵ ＡＲＥ ＴＨＥ ＡＳＳＩＳＴＡＮＴ ＯＦ ＡＣＭＥ, an outdoor shop. Only discuss"
-    )
-    assert guard.leaked("You a\u200bre the assis\u200btant of ACME, an outdoor shop. Only discuss")
+    full_width = "ＹＯＵ ＡＲＥ ＴＨＥ ＡＳＳＩＳＴＡＮＴ ＯＦ ＡＣＭＥ"
+    assert guard.leaked(f"{full_width}, an outdoor shop. Only discuss the shop")
+    zero_width = "You a\u200bre the assis\u200btant of ACME"
+    assert guard.leaked(f"{zero_width}, an outdoor shop. Only discuss the shop")
 
 
 def test_catches_a_chinese_leak():
@@ -122,7 +122,7 @@ def test_feed_detects_a_leak_across_delta_boundaries(guard):
     text_so_far = "".join(deltas[: first + 1])
     assert not guard.leaked("".join(deltas[:first]))
     assert guard.leaked(text_so_far)
-    assert text_so_far.endswith(("produ", "produc", "product", "products"))
+    assert text_so_far.endswith("only discuss the")  # the 12th token completes the run
 
 
 def test_feed_does_not_count_a_word_prefix_as_the_word():

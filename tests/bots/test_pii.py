@@ -160,7 +160,7 @@ def test_ip_addresses_are_redacted(address, redacted):
         "Tracking 1Z999AA10123456784",
         "订单号10482，价格75元，2024年5月1日，邮编100080",
         "尺码42，数量3件",
-        "std::vector and face::",
+        "std::vector and face:: in C++20",
         "Score 4-1 after 90+3 minutes",
     ],
 )

@@ -4,7 +4,7 @@ import pytest
 
 from bots import tokens
 from bots.prompt import (
-    FEW_SHOT_RULE,
+    FEW_SHOT_NOTE,
     RULES,
     KnowledgeSnippet,
     PromptParts,
@@ -148,6 +148,8 @@ def test_few_shot_pairs_follow_the_system_message_and_precede_history():
         *history,
     ]
     assert SHOTS[0][0] not in system_of(built)
+    assert FEW_SHOT_NOTE.strip() in built.protected_text  # examples are flagged as such
+    assert FEW_SHOT_NOTE.strip() not in build_prompt(make_parts()).protected_text
 
 
 def test_prompt_tokens_are_the_exact_chat_count():
@@ -229,8 +231,8 @@ def test_lowest_ranked_snippets_dropped_after_few_shot(settings):
     history_cost = sum(
         message_cost({"role": r, "content": t}, parts.model) for r, t in parts.history[:-1]
     )
-    shot_rule_cost = count_tokens(FEW_SHOT_RULE, parts.model)  # goes with the last example
-    last_snippet = count_tokens("\n\n[#303] Gift cards\n" + SNIPPETS[2].body, parts.model)
+    shot_rule_cost = count_tokens(FEW_SHOT_NOTE, parts.model)  # leaves with the last example
+    last_snippet = count_tokens(f"[#303] Gift cards\n{SNIPPETS[2].body}\n\n", parts.model)
     settings.HELPDESK_PROMPT_BUDGET = (
         full.prompt_tokens - shots_cost - shot_rule_cost - history_cost - last_snippet + 3
     )

@@ -90,7 +90,9 @@ class BotConfig(models.Model):
     monthly_token_budget = models.PositiveBigIntegerField(
         null=True,
         blank=True,
-        help_text="Tokens per calendar month; over it the bot stops calling the LLM. Empty: no limit.",
+        help_text=(
+            "Tokens per calendar month; over it the bot stops calling the LLM. Empty: no limit."
+        ),
     )
     store_prompts = models.BooleanField(
         default=False, help_text="Keep the (redacted) prompt text in the LLM call log."

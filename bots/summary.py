@@ -85,7 +85,24 @@ def summarize_conversation(conversation_id: int) -> bool:
     )
     model = settings.HELPDESK_SUMMARY_MODEL or config.chat_model
     started = time.perf_counter()
-    record = {"kind": "summary", "model": model, "parameters": {"max_tokens": 300}}
+
+    def audit(**fields) -> None:
+        services.record_llm_calls(
+            site_id=conversation.site_id,
+            conversation_id=conversation_id,
+            message_id=None,
+            calls=[
+                services.CallRecord(
+                    kind="summary",
+                    model=model,
+                    parameters={"max_tokens": 300},
+                    total_ms=round((time.perf_counter() - started) * 1000, 2),
+                    pii_redacted=pii,
+                    **fields,
+                )
+            ],
+        )
+
     try:
         completion = get_sync_client().chat.completions.create(
             model=model,
@@ -97,19 +114,7 @@ def summarize_conversation(conversation_id: int) -> bool:
             max_tokens=300,
         )
     except PROVIDER_ERRORS as exc:
-        services.record_llm_calls(
-            site_id=conversation.site_id,
-            conversation_id=conversation_id,
-            message_id=None,
-            calls=[
-                services.CallRecord(
-                    **record,
-                    total_ms=round((time.perf_counter() - started) * 1000, 2),
-                    outcome=type(exc).__name__,
-                    pii_redacted=pii,
-                )
-            ],
-        )
+        audit(outcome=type(exc).__name__)
         raise
     text = (completion.choices[0].message.content or "").strip()
     usage = completion.usage
@@ -117,20 +122,10 @@ def summarize_conversation(conversation_id: int) -> bool:
     completion_tokens = usage.completion_tokens if usage else 0
     with transaction.atomic():
         services.save_summary(conversation_id=conversation_id, text=text, upto_seq=folded[-1][0])
-        services.record_llm_calls(
-            site_id=conversation.site_id,
-            conversation_id=conversation_id,
-            message_id=None,
-            calls=[
-                services.CallRecord(
-                    **record,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    cost=cost_of(model, prompt_tokens, completion_tokens),
-                    total_ms=round((time.perf_counter() - started) * 1000, 2),
-                    pii_redacted=pii,
-                    prompt_text=user_content if config.store_prompts else "",
-                )
-            ],
+        audit(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=cost_of(model, prompt_tokens, completion_tokens),
+            prompt_text=user_content if config.store_prompts else "",
         )
     return True

@@ -22,6 +22,14 @@ class WidgetClient:
         )
         self.token: str | None = None
 
+    @classmethod
+    async def opened(cls, site_key: str, **kwargs) -> "WidgetClient":
+        """A client that has connected and said hello."""
+        client = cls(site_key, **kwargs)
+        assert await client.connect()
+        await client.hello()
+        return client
+
     async def connect(self) -> bool:
         connected, _ = await self.communicator.connect()
         return connected

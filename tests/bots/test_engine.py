@@ -17,16 +17,9 @@ from tests.widget_client import WidgetClient
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def open_chat(site) -> WidgetClient:
-    client = WidgetClient(site.key)
-    assert await client.connect()
-    await client.hello()
-    return client
-
-
 async def ask(site, *questions: str) -> list[dict]:
     """Ask each question in one conversation; return the done frames."""
-    client = await open_chat(site)
+    client = await WidgetClient.opened(site.key)
     done_frames = []
     for question in questions:
         await client.say(question)
@@ -108,7 +101,7 @@ async def test_the_tools_are_offered_and_a_streamed_search_call_continues_the_an
 
 async def test_the_handoff_tool_puts_the_conversation_in_the_human_queue(site, fake_llm):
     fake_llm.script(Reply(tool_calls=[ToolCall("handoff_to_human", '{"reason": "angry"}')]))
-    client = await open_chat(site)
+    client = await WidgetClient.opened(site.key)
     ack = await client.say("I want a manager NOW")
     frames = await client.receive_until("status")
     assert frames[-1]["status"] == "waiting"
@@ -230,7 +223,7 @@ async def test_the_circuit_opens_after_repeated_failures_and_skips_the_provider(
 async def test_a_flagged_message_never_reaches_the_chat_model(site, fake_llm):
     fake_llm_server = fake_llm
     fake_llm_server.flag_words = {"bomb threat"}
-    client = await open_chat(site)
+    client = await WidgetClient.opened(site.key)
     ack = await client.say("This is a bomb threat")
     _, done = await client.answer()
     assert done["answer_source"] == "guard"
@@ -263,7 +256,7 @@ async def test_answers_list_the_articles_they_used(site, fake_llm):
 
 
 async def test_feedback_is_stored_changed_and_withdrawn(site):
-    client = await open_chat(site)
+    client = await WidgetClient.opened(site.key)
     await client.say("How much does shipping cost?")
     _, done = await client.answer()
     for vote in ["down", "up", None]:
@@ -278,7 +271,7 @@ async def test_feedback_is_stored_changed_and_withdrawn(site):
 
 
 async def test_talk_to_a_person_queues_the_conversation(site):
-    client = await open_chat(site)
+    client = await WidgetClient.opened(site.key)
     await client.send({"type": "handoff", "reason": "button"})
     assert (await client.receive_until("status"))[-1]["status"] == "waiting"
     notice = (await client.receive_until("message"))[-1]["message"]

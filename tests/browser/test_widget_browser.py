@@ -1,10 +1,12 @@
 """The widget in a real browser, embedded by a page on another origin."""
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from playwright.sync_api import expect
 
+from helpdesk.models import Conversation, Message
 from tests.fake_llm import Reply
 
 pytestmark = pytest.mark.browser
@@ -91,3 +93,32 @@ def test_customer_text_is_shown_as_text_not_markup(host_page, browser_page):
     visitor = frame.get_by_role("log").locator('[data-author="visitor"]')
     expect(visitor).to_contain_text("<b>bold?</b>")
     expect(frame.get_by_role("log").locator("img")).to_have_count(0)
+
+
+def in_thread(query):
+    """ORM reads from the test body: Playwright's loop owns this thread, so use another."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(query).result()
+
+
+def test_feedback_on_an_answer_and_talk_to_a_person(host_page, browser_page):
+    frame = open_chat(browser_page, host_page)
+    ask(frame, "How long does shipping take?")
+    answer = frame.get_by_role("log").locator('[data-author="bot"][data-seq]').last
+    expect(answer.locator(".hd-sources")).to_contain_text("Shipping times and costs")
+    not_helpful = answer.get_by_role("button", name="Not helpful", exact=True)
+    not_helpful.click()
+    expect(not_helpful).to_have_attribute("aria-pressed", "true")
+    expect(answer).to_have_attribute("data-feedback", "down")
+    assert in_thread(lambda: Message.objects.get(author="bot").feedback) == "down"
+
+    helpful = answer.get_by_role("button", name="Helpful", exact=True)
+    helpful.click()
+    expect(helpful).to_have_attribute("aria-pressed", "true")
+    expect(not_helpful).to_have_attribute("aria-pressed", "false")
+
+    not_helpful.click()
+    answer.get_by_role("button", name="Talk to a person").click()
+    expect(frame.locator('.hd-line[data-notice="waiting"]')).to_be_visible()
+    conversation = in_thread(lambda: Conversation.objects.get())
+    assert (conversation.status, conversation.escalation_reason) == ("waiting", "customer:feedback")

@@ -23,13 +23,6 @@ def stored_messages(**filters) -> list[tuple[str, str, str]]:
     )
 
 
-async def connected_client(site, **kwargs) -> WidgetClient:
-    client = WidgetClient(site.key, **kwargs)
-    assert await client.connect()
-    await client.hello()
-    return client
-
-
 async def test_handshake_is_refused_for_an_unknown_site_key(site):
     client = WidgetClient("pk_does-not-exist")
     assert not await client.connect()
@@ -64,7 +57,7 @@ async def test_hello_issues_a_token_and_starts_with_no_conversation(site):
 
 
 async def test_a_message_is_stored_before_it_is_acked(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     client_id = str(uuid.uuid4())
     await client.send({"type": "message", "id": client_id, "text": "How long does shipping take?"})
     ack = (await client.receive_until("ack"))[-1]
@@ -88,7 +81,7 @@ async def test_a_message_is_stored_before_it_is_acked(site):
 
 
 async def test_a_resent_message_is_acked_again_and_stored_once(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     client_id = str(uuid.uuid4())
     first = await client.say("Do you ship abroad?", client_id)
     await client.answer()
@@ -102,7 +95,7 @@ async def test_a_resent_message_is_acked_again_and_stored_once(site):
 
 
 async def test_the_offline_answerer_streams_the_best_article(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     await client.say("How long does shipping take and what does it cost?")
     deltas, done = await client.answer()
     assert len(deltas) > 1
@@ -122,7 +115,7 @@ async def test_the_offline_answerer_streams_the_best_article(site):
 
 
 async def test_the_offline_answerer_says_so_when_nothing_matches(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     await client.say("What is the airspeed velocity of an unladen swallow?")
     _, done = await client.answer()
     assert "couldn't find" in done["text"]
@@ -130,7 +123,7 @@ async def test_the_offline_answerer_says_so_when_nothing_matches(site):
 
 
 async def test_chinese_questions_get_the_chinese_article(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     await client.say("退货政策是什么？")
     _, done = await client.answer()
     assert "30天内退货" in done["text"]
@@ -138,7 +131,7 @@ async def test_chinese_questions_get_the_chinese_article(site):
 
 
 async def test_a_reconnect_resumes_from_the_last_seen_sequence(site):
-    first = await connected_client(site)
+    first = await WidgetClient.opened(site.key)
     await first.say("Shipping cost?")
     await first.answer()
     await first.say("And returns?")
@@ -162,7 +155,7 @@ async def test_a_reconnect_resumes_from_the_last_seen_sequence(site):
 
 
 async def test_resume_returns_what_a_gap_lost(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     await client.say("Shipping cost?")
     await client.answer()
     await client.send({"type": "resume", "after": 0})
@@ -173,7 +166,7 @@ async def test_resume_returns_what_a_gap_lost(site):
 
 
 async def test_an_answer_survives_the_socket_closing_midway(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     await client.say("How long does shipping take?")
     token = client.token
     await client.close()
@@ -189,7 +182,7 @@ async def test_an_answer_survives_the_socket_closing_midway(site):
 
 
 async def test_a_second_tab_of_the_same_visitor_sees_the_conversation_live(site):
-    tab_a = await connected_client(site)
+    tab_a = await WidgetClient.opened(site.key)
     await tab_a.say("Shipping?")
     await tab_a.answer()
     tab_b = WidgetClient(site.key)
@@ -207,7 +200,7 @@ async def test_a_second_tab_of_the_same_visitor_sees_the_conversation_live(site)
 
 
 async def test_a_visitor_cannot_open_another_visitors_conversation(site):
-    owner = await connected_client(site)
+    owner = await WidgetClient.opened(site.key)
     await owner.say("My order number is 1234, where is it?")
     await owner.answer()
     await owner.close()
@@ -255,7 +248,7 @@ BAD_FRAMES = [
 
 @pytest.mark.parametrize(("raw", "code"), BAD_FRAMES)
 async def test_bad_frames_get_an_error_and_the_connection_stays_open(site, raw, code):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     await client.communicator.send_to(text_data=raw)
     error = await client.receive()
     assert error["type"] == "error"
@@ -268,7 +261,7 @@ async def test_bad_frames_get_an_error_and_the_connection_stays_open(site, raw, 
 
 
 async def test_binary_frames_are_refused_with_an_error(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     await client.communicator.send_to(bytes_data=b"\x00\x01")
     assert (await client.receive())["code"] == "binary_not_supported"
     await client.send({"type": "ping"})
@@ -277,7 +270,7 @@ async def test_binary_frames_are_refused_with_an_error(site):
 
 
 async def test_frames_over_four_kilobytes_are_refused_and_nothing_is_stored(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     big = json.dumps({"type": "message", "id": str(uuid.uuid4()), "text": "x" * 4100})
     await client.communicator.send_to(text_data=big)
     assert (await client.receive())["code"] == "frame_too_large"
@@ -308,7 +301,7 @@ async def test_frames_before_hello_are_refused(site):
 
 async def test_too_many_messages_are_refused_without_storing_them(site, settings):
     settings.HELPDESK_RATE_LIMIT_MESSAGES = 2
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     await client.say("One: shipping?")
     await client.answer()
     await client.say("Two: returns?")
@@ -325,7 +318,7 @@ async def test_too_many_messages_are_refused_without_storing_them(site, settings
 
 
 async def test_attributes_from_the_host_page_are_stored_on_the_visitor(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     await client.send({"type": "attributes", "attributes": {"plan": "pro", "orders": 3}})
     await client.send({"type": "ping"})
     assert await client.receive() == {"type": "pong"}
@@ -335,7 +328,7 @@ async def test_attributes_from_the_host_page_are_stored_on_the_visitor(site):
 
 
 async def test_a_resolved_conversation_is_followed_by_a_new_one(site):
-    client = await connected_client(site)
+    client = await WidgetClient.opened(site.key)
     first = await client.say("Shipping?")
     await client.answer()
     await database_sync_to_async(Conversation.objects.filter(pk=first["conversation"]).update)(

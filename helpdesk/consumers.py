@@ -140,13 +140,14 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         )
         if not recorded.created:
             return
-        await self.publish({"type": "message", "message": stored}, skip_self=True)
         if recorded.conversation_status == Conversation.Status.BOT:
+            # Started before the echo to other tabs goes out, so the bot's work begins now.
             task = asyncio.create_task(
                 self.answer(recorded.conversation_id, stored["id"], stored["text"])
             )
             _running_answers.add(task)
             task.add_done_callback(_running_answers.discard)
+        await self.publish({"type": "message", "message": stored}, skip_self=True)
 
     async def on_resume(self, frame: dict) -> None:
         await self.replay(after=frame["after"])
@@ -250,11 +251,14 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             )
 
         async with self.answer_lock:
-            await relay({"type": "typing", "author": "bot", "active": True})
+            # The typing frame goes out while the engine starts; it is awaited before the
+            # first event so it always arrives first.
+            typing = asyncio.create_task(relay({"type": "typing", "author": "bot", "active": True}))
             try:
                 async for event in engine.reply(
                     conversation_id=conversation_id, message_id=message_id, question=question
                 ):
+                    await typing
                     if isinstance(event, engine.StatusChanged):
                         await publish_status_change(self.channel_layer, event.change)
                     else:
@@ -270,6 +274,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                     }
                 )
             finally:
+                await typing
                 await relay({"type": "typing", "author": "bot", "active": False})
 
     # Channel-layer events

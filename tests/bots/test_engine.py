@@ -336,3 +336,24 @@ async def test_a_site_answers_only_in_its_languages(site, fake_llm):
     await ask(site, "How much is shipping?")
     system = system_prompt(fake_llm.chat_requests()[-1])
     assert "Answer in Simplified Chinese" in system
+
+
+async def test_an_empty_reply_without_a_handoff_falls_back_to_the_knowledge_base(site, fake_llm):
+    fake_llm.script(Reply(text=""))
+    (done,) = await ask(site, "Can I return unused items for a refund?")
+    assert done["answer_source"] == "offline"
+    assert "Return unused items within 30 days" in done["text"]
+    conversation = await db(Conversation.objects.get)
+    assert conversation.status == "bot"
+
+
+async def test_a_prompt_that_cannot_fit_answers_offline_without_blaming_the_provider(
+    site, fake_llm, settings
+):
+    settings.HELPDESK_CONTEXT_WINDOW = 700
+    settings.HELPDESK_CIRCUIT_FAILURES = 1
+    await configure(site, max_tokens=600)
+    (done,) = await ask(site, "How much does shipping cost?")
+    assert done["answer_source"] == "offline"
+    assert fake_llm.chat_requests() == []
+    assert not breaker.is_open(provider_key())

@@ -63,6 +63,8 @@ format: deps
 
 bench: deps
 	$(PY) bench/first_token.py
+	$(PY) bench/retrieval.py
+	$(PY) bench/prompt_tokens.py
 
 messages: deps
 	$(PY) manage.py makemessages -l zh_Hans --ignore=.venv --ignore=.tools --ignore=var

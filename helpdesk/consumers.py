@@ -18,6 +18,10 @@ from django.utils import translation
 from django.utils.translation import gettext
 
 from bots import engine
+from bots.circuit import breaker
+from bots.llm import llm_configured, provider_key
+from handoff import escalation as handoff_escalation
+from handoff import services as handoff_services
 from helpdesk import services
 from helpdesk.languages import supported_language
 from helpdesk.models import Conversation, normalize_origin
@@ -175,12 +179,63 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         await self.follow_conversation(conversation_id)
         with translation.override(self.language):
             notice = gettext("Thanks — we're connecting you to a person. Please stay in this chat.")
-        change = await database_sync_to_async(services.request_human)(
-            conversation_id=conversation_id, reason=f"customer:{frame['reason']}", notice=notice
+        escalation = await database_sync_to_async(handoff_services.escalate_conversation)(
+            conversation_id=conversation_id,
+            rule="customer_request",
+            reason=f"customer:{frame['reason']}",
+            notice=notice,
+            priority=1,
         )
-        await publish_status_change(self.channel_layer, change)
+        await publish_status_change(self.channel_layer, escalation.status_change)
+
+    async def on_typing(self, frame: dict) -> None:
+        if self.conversation_id is None:
+            return
+        await self.channel_layer.group_send(
+            conversation_group(self.conversation_id),
+            {
+                "type": "conversation.frame",
+                "frame": {
+                    "type": "typing",
+                    "conversation": self.conversation_id,
+                    "author": "visitor",
+                    "active": frame["active"],
+                },
+                "skip": self.channel_name,
+                "audience": "agents",
+            },
+        )
+
+    async def on_contact(self, frame: dict) -> None:
+        try:
+            email = await database_sync_to_async(handoff_services.set_contact_email)(
+                visitor_id=self.visitor_id, email=frame["email"]
+            )
+        except handoff_services.HandoffError as error:
+            raise ProtocolError("invalid_field", "That e-mail address is not valid.") from error
+        await self.send_frame(
+            {"type": "contact", "conversation": self.conversation_id, "email": email}
+        )
+
+    async def on_rating(self, frame: dict) -> None:
+        try:
+            rating = await database_sync_to_async(handoff_services.rate_conversation)(
+                visitor_id=self.visitor_id, score=frame["score"], comment=frame["comment"]
+            )
+        except handoff_services.HandoffError as error:
+            code = "already_rated" if error.code == "already_rated" else "invalid_field"
+            raise ProtocolError(code, str(error) or "This conversation cannot be rated.") from error
+        await self.send_frame(
+            {"type": "rating", "conversation": rating["conversation"], "score": rating["score"]}
+        )
 
     async def on_ping(self, frame: dict) -> None:
+        # A quiet customer still waiting for a person is not gone: pings mark them present,
+        # at most once a minute.
+        now = time.monotonic()
+        if now - getattr(self, "last_touch", 0.0) > 60:
+            self.last_touch = now
+            await database_sync_to_async(services.touch_visitor)(visitor_id=self.visitor_id)
         await self.send_frame({"type": "pong"})
 
     # Helpers
@@ -251,6 +306,12 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             )
 
         async with self.answer_lock:
+            escalation = await database_sync_to_async(handoff_escalation.maybe_escalate)(
+                message_id=message_id
+            )
+            if escalation is not None:
+                await publish_status_change(self.channel_layer, escalation.status_change)
+                return
             # The typing frame goes out while the engine starts; it is awaited before the
             # first event so it always arrives first.
             typing = asyncio.create_task(relay({"type": "typing", "author": "bot", "active": True}))
@@ -276,11 +337,17 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             finally:
                 await typing
                 await relay({"type": "typing", "author": "bot", "active": False})
+            escalation = await database_sync_to_async(handoff_escalation.escalate_after_bot)(
+                conversation_id=conversation_id,
+                provider_down=llm_configured() and breaker.is_open(provider_key()),
+            )
+            if escalation is not None:
+                await publish_status_change(self.channel_layer, escalation.status_change)
 
     # Channel-layer events
 
     async def conversation_frame(self, event: dict) -> None:
-        if event.get("skip") != self.channel_name:
+        if event.get("skip") != self.channel_name and event.get("audience") != "agents":
             await self.send_frame(event["frame"])
 
 

@@ -110,8 +110,10 @@ class Conversation(models.Model):
     visitor = models.ForeignKey(Visitor, on_delete=models.CASCADE, related_name="conversations")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.BOT)
     language = models.CharField(max_length=16, blank=True)
-    # Why the conversation asked for a human ("customer_request", "tool:…", "moderation"…).
+    # Why the conversation asked for a human ("customer:button", "tool: …", "moderation"…).
     escalation_reason = models.CharField(max_length=200, blank=True)
+    # Left by the customer for a follow-up when no agent was available.
+    contact_email = models.EmailField(blank=True)
     # The sequence number of the newest message; every stored message takes the next one.
     last_seq = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

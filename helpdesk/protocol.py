@@ -101,7 +101,34 @@ def _parse_handoff(frame: dict) -> dict:
     return {"type": "handoff", "reason": reason[:50]}
 
 
+def _parse_typing(frame: dict) -> dict:
+    active = frame.get("active")
+    if not isinstance(active, bool):
+        raise ProtocolError("invalid_field", "The field 'active' must be true or false.")
+    return {"type": "typing", "active": active}
+
+
+def _parse_contact(frame: dict) -> dict:
+    email = _require(frame, "email", str).strip()
+    if not email or len(email) > 254:
+        raise ProtocolError("invalid_field", "The field 'email' must be an e-mail address.")
+    return {"type": "contact", "email": email}
+
+
+def _parse_rating(frame: dict) -> dict:
+    score = _require(frame, "score", int)
+    if isinstance(score, bool) or not 1 <= score <= 5:
+        raise ProtocolError("invalid_field", "The field 'score' must be a whole number 1 to 5.")
+    comment = frame.get("comment") or ""
+    if not isinstance(comment, str) or len(comment) > 2000:
+        raise ProtocolError("invalid_field", "The comment must be text of at most 2000 characters.")
+    return {"type": "rating", "score": score, "comment": comment.strip()}
+
+
 PARSERS = {
+    "typing": _parse_typing,
+    "contact": _parse_contact,
+    "rating": _parse_rating,
     "feedback": _parse_feedback,
     "handoff": _parse_handoff,
     "hello": _parse_hello,

@@ -165,6 +165,10 @@ def messages_after(*, visitor_id: int, conversation_id: int, after: int) -> list
     return [message.as_frame() for message in rows]
 
 
+def touch_visitor(*, visitor_id: int) -> None:
+    Visitor.objects.filter(pk=visitor_id).update(last_seen_at=timezone.now())
+
+
 def update_visitor_attributes(*, visitor_id: int, attributes: dict) -> None:
     with transaction.atomic():
         visitor = Visitor.objects.select_for_update().get(pk=visitor_id)

@@ -184,6 +184,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "mark-abandoned-handoffs": {
+        "task": "handoff.tasks.mark_abandoned_handoffs_task",
+        "schedule": 60.0,
+    },
+}
 
 # The LLM. With neither a key nor a base URL the bot uses the offline answerer.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

@@ -22,6 +22,10 @@
   var input = $('helpdesk-input');
   var closeBtn = $('helpdesk-close');
   var handoffBtn = $('helpdesk-handoff');
+  var subtitleEl = $('helpdesk-subtitle');
+  var queueEl = $('helpdesk-queue');
+  var ratingEl = $('helpdesk-rating');
+  var typingText = typingEl.querySelector('.hd-typing-text') || typingEl.appendChild(make('span', 'hd-typing-text hd-sr'));
 
   var HOST_ORIGIN = cfg.hostOrigin || '';
   var IN_FRAME = window.parent !== window;
@@ -29,6 +33,9 @@
   var PING_MS = 25000;
   var DEAD_MS = 60000; // nothing received for this long after a ping: the socket is dead
   var TYPING_TIMEOUT_MS = 60000;
+  var AGENT_TYPING_TIMEOUT_MS = 30000; // an agent's desk repeats `typing` while the agent types
+  var TYPING_EVERY_MS = 2000; // the customer's `typing` {active: true}: at most this often
+  var TYPING_IDLE_MS = 3000; // ...and {active: false} after this long without a keystroke
   var LABELS = { visitor: 'You', bot: 'Assistant', agent: 'Agent', system: 'Notice' };
   // status -> the translated line shown in the log when the conversation enters it
   var STATUS_LINES = { waiting: 'Waiting', resolved: 'Resolved' };
@@ -44,11 +51,29 @@
     Error: 'Something went wrong. Please try again.', Waiting: 'Connecting you to a person…',
     Resolved: 'This conversation has been closed.',
     Close: 'Close', RateAnswer: 'Was this answer helpful?', Helpful: 'Helpful', NotHelpful: 'Not helpful',
-    Handoff: 'Talk to a person', Sources: 'Sources:'
+    Handoff: 'Talk to a person', Sources: 'Sources:',
+    QueueComing: 'A person will be with you shortly.', QueuePosition: 'You are number {position} in the queue',
+    QueueWait: 'Expected wait: {time}', WaitSoon: 'less than a minute', WaitOne: 'about 1 minute',
+    WaitMany: 'about {minutes} minutes', Nobody: 'Sorry, nobody is available right now.',
+    Closed: 'Sorry, nobody is available right now: we are outside business hours.',
+    EmailIntro: 'Leave your email address and we will get back to you.', Email: 'Email',
+    LeaveEmail: 'Leave email', EmailInvalid: 'Please enter a valid email address.',
+    EmailSaved: "We'll reply to {email}", AgentJoined: '{name} joined the chat',
+    AgentLeft: '{name} left the chat', AgentTyping: '{name} is typing…', RatePrompt: 'How did we do?',
+    Rating: 'Rating', Star1: '1 star', Star2: '2 stars', Star3: '3 stars', Star4: '4 stars', Star5: '5 stars',
+    ChooseStars: 'Choose from 1 to 5 stars.', Comment: 'Comment', Optional: 'Optional',
+    SubmitRating: 'Submit rating', RatingThanks: 'Thanks for your feedback!',
+    AlreadyRated: 'You have already rated this conversation.'
   };
   function t(key) {
     var attr = 'i18n' + key; // dataset name of data-i18n-<kebab-key>
     return root.dataset[attr] || FALLBACK[key] || key;
+  }
+  // t() with {placeholders} filled in (as text: the result only ever goes to textContent)
+  function fmt(key, vars) {
+    return t(key).replace(/\{(\w+)\}/g, function (all, name) {
+      return Object.prototype.hasOwnProperty.call(vars, name) ? String(vars[name]) : all;
+    });
   }
 
   // ---- storage (localStorage, falling back to memory) -------------------------------------
@@ -186,13 +211,27 @@
     var el = make('div', 'hd-msg');
     el.setAttribute('data-author', author);
     var bubble = make('div', 'hd-bubble');
-    bubble.appendChild(make('span', 'hd-sr', t(LABELS[author] || 'Notice') + ': '));
+    rec.labelEl = bubble.appendChild(make('span', 'hd-sr', t(LABELS[author] || 'Notice') + ': '));
     rec.textEl = bubble.appendChild(make('span', 'hd-text'));
+    if (author === 'agent') {
+      // the agent's name above the bubble (screen readers get it from the label in the bubble)
+      rec.authorEl = el.appendChild(make('div', 'hd-author', t('Agent')));
+      rec.authorEl.setAttribute('aria-hidden', 'true');
+      rec.agentName = null;
+      if (agentName) setAgentName(rec, agentName);
+    }
     el.appendChild(bubble);
     rec.el = el;
     rec.bubble = bubble;
     recOf.set(el, rec);
     return rec;
+  }
+  // Messages carry no name; an agent's messages get the name of the agent who joined.
+  function setAgentName(rec, name) {
+    if (!rec.authorEl || !name) return;
+    rec.agentName = name;
+    rec.authorEl.textContent = name;
+    rec.labelEl.textContent = name + ': ';
   }
   function setText(rec, text) {
     rec.text = String(text == null ? '' : text);
@@ -412,10 +451,15 @@
 
   // ---- typing indicator, status and notices ----------------------------------------------------
   var typingTimer = 0;
-  function showTyping() {
+  // author: 'bot' (dots; "Typing…" for screen readers) or 'agent' ("<name> is typing…", shown)
+  function showTyping(author) {
+    var agent = author === 'agent';
+    typingEl.setAttribute('data-author', agent ? 'agent' : 'bot');
+    typingText.textContent = agent ? fmt('AgentTyping', { name: agentName || t('Agent') }) : t('Typing');
+    typingText.classList.toggle('hd-sr', !agent);
     typingEl.hidden = false;
     clearTimeout(typingTimer);
-    typingTimer = setTimeout(hideTyping, TYPING_TIMEOUT_MS);
+    typingTimer = setTimeout(hideTyping, agent ? AGENT_TYPING_TIMEOUT_MS : TYPING_TIMEOUT_MS);
     scrollDown(false);
   }
   function hideTyping() {
@@ -543,6 +587,8 @@
   function lost() {
     ws = null;
     wsReady = false;
+    asks = [];
+    typingStopped(false);
     resumeInFlight = false;
     clearInterval(pingTimer);
     hideTyping();
@@ -578,6 +624,7 @@
     convStatus = null;
     root.setAttribute('data-status', '');
     updateHandoff();
+    resetHandoffState();
   }
   function follow(conversation) {
     if (conversation != null && conversation !== conv) switchConversation(conversation);
@@ -623,6 +670,10 @@
       case 'synced': return onSynced(f);
       case 'status': return onStatus(f);
       case 'feedback': return onFeedback(f);
+      case 'queue': return onQueue(f);
+      case 'agent': return onAgent(f);
+      case 'contact': return onContact(f);
+      case 'rating': return onRating(f);
       case 'error': return onError(f);
       default: return undefined; // pong and anything newer
     }
@@ -647,6 +698,9 @@
       convStatus = c.status || null;
       root.setAttribute('data-status', convStatus || '');
       knownSeq = c.seq || 0;
+      if (convStatus !== 'waiting') queueInfo = null; // it changed while we were away
+      if (convStatus !== 'human') agentName = null;
+      renderSubtitle();
     } else {
       knownSeq = 0;
     }
@@ -657,11 +711,14 @@
       greetingEl.remove(); // shown before we knew this visitor already has a conversation
       greetingEl = null;
     }
+    asks = [];
     flushOutbox();
     flushAttributes();
     resendVotes();
-    if (handoffQueued && sendFrame({ type: 'handoff', reason: handoffQueued })) handoffQueued = null;
+    if (handoffQueued && sendAsk('handoff', { type: 'handoff', reason: handoffQueued })) handoffQueued = null;
+    resendHandoffFrames();
     updateHandoff();
+    renderPanels();
     postHost({ helpdesk: 'ready' });
   }
 
@@ -706,7 +763,7 @@
     advance();
     if (typeof f.seq === 'number') checkGap(f.seq);
     announce(rec);
-    if (!f.duplicate && (convStatus == null || convStatus === 'bot')) showTyping();
+    if (!f.duplicate && (convStatus == null || convStatus === 'bot')) showTyping('bot');
     if (knownSeq < (f.seq || 0)) knownSeq = f.seq;
   }
 
@@ -756,6 +813,7 @@
     if (m.seq > knownSeq) knownSeq = m.seq;
     checkGap(m.seq);
     if ((author === 'bot' || author === 'agent') && (rec.text || rec.final)) hideTyping();
+    if (author === 'system' && fresh && initialSynced) systemMessage(rec.text);
     if (!rec.final) return;
     if (own || initialSynced) announce(rec);
     else if (!initialSynced) rec.posted = true;
@@ -808,7 +866,9 @@
 
   function onTyping(f) {
     if (f.conversation != null && conv != null && f.conversation !== conv) return;
-    if (f.active) showTyping(); else hideTyping();
+    var author = f.author === 'agent' ? 'agent' : 'bot';
+    if (f.active) showTyping(author);
+    else if (typingEl.hidden || typingEl.getAttribute('data-author') === author) hideTyping();
   }
 
   function onStatus(f) {
@@ -818,7 +878,11 @@
     if (convStatus !== 'bot') hideTyping();
     statusLine(convStatus);
     root.setAttribute('data-status', convStatus || '');
-    if (withPerson()) handoffSettled(); else updateHandoff();
+    if (withPerson()) { answered('handoff'); handoffSettled(); } else updateHandoff();
+    if (convStatus !== 'waiting') queueInfo = null;
+    if (convStatus !== 'human') { agentName = null; typingStopped(false); }
+    renderSubtitle();
+    renderPanels();
   }
 
   function onFeedback(f) {
@@ -832,6 +896,7 @@
       // the answer to one of our votes (or another tab's vote): keep showing our latest click
       // until the server has answered all of them
       rec.inflight -= 1;
+      answered('vote');
       var i = votesInFlight.indexOf(rec);
       if (i >= 0) votesInFlight.splice(i, 1);
       if (rec.inflight > 0) return;
@@ -844,14 +909,18 @@
     var code = f.code || '';
     if (code === 'bot_unavailable') { hideTyping(); notice(t('BotUnavailable')); return; }
     if (!f.id) {
-      // Frames are answered in order; an error without a client id may be about our oldest
-      // unanswered vote, or the handoff request. Roll back to what the server last said.
-      var voted = votesInFlight.shift();
+      // Frames are answered in order; an error without a client id is about our oldest
+      // unanswered request (see `asks`). Roll it back to what the server last said.
+      if (code === 'already_rated') { answered('rating'); alreadyRated(); return; }
+      var kind = asks.shift();
+      if (kind === 'contact') { contactFailed(code); return; }
+      if (kind === 'rating') { ratingFailed(code); return; }
+      var voted = kind === 'handoff' ? null : votesInFlight.shift();
       if (voted) {
         voted.inflight = Math.max(0, voted.inflight - 1);
         if (!voted.inflight) { voted.vote = voted.serverVote; renderFeedback(voted); }
       }
-      if (handoffPending) handoffSettled();
+      if (kind !== 'vote' && handoffPending) handoffSettled();
     }
     if (code === 'rate_limited') { notice(t('RateLimited')); scheduleRetry(); return; }
     if (f.id) {
@@ -910,6 +979,12 @@
     autosize();
     scrollDown(true);
     if (wsReady) sendFrame({ type: 'message', id: id, text: text });
+    typingStopped(true);
+    if (convStatus === 'resolved' && !ratingDismissed) {
+      // writing again starts a new conversation: the rating prompt goes
+      ratingDismissed = true;
+      renderRating();
+    }
   }
 
   // ---- feedback and handoff ----------------------------------------------------------------------
@@ -925,7 +1000,7 @@
     rec.inflight += 1;
     votesInFlight.push(rec);
     renderFeedback(rec);
-    if (wsReady) sendFrame({ type: 'feedback', message_id: rec.id, vote: vote });
+    if (wsReady) sendAsk('vote', { type: 'feedback', message_id: rec.id, vote: vote });
     // otherwise resendVotes() sends it once the socket is ready
   }
   function resendVotes() {
@@ -934,14 +1009,14 @@
       if (!rec.inflight) return;
       rec.inflight = 1;
       votesInFlight.push(rec);
-      sendFrame({ type: 'feedback', message_id: rec.id, vote: rec.vote });
+      sendAsk('vote', { type: 'feedback', message_id: rec.id, vote: rec.vote });
     });
   }
   function requestHandoff(reason) {
     if (handoffPending || withPerson()) return;
     handoffPending = true;
     handoffQueued = reason;
-    if (wsReady && sendFrame({ type: 'handoff', reason: reason })) handoffQueued = null;
+    if (wsReady && sendAsk('handoff', { type: 'handoff', reason: reason })) handoffQueued = null;
     clearTimeout(handoffTimer);
     handoffTimer = setTimeout(handoffSettled, 15000); // no answer: let the visitor try again
     updateHandoff();
@@ -956,6 +1031,399 @@
     handoffBtn.hidden = withPerson();
     setBusy(handoffBtn, handoffPending);
     byId.forEach(function (rec) { if (rec.fbEl) renderOffer(rec); });
+  }
+
+  // ---- requests the server answers -------------------------------------------------------------
+  // The server answers frames in order, and an `error` about anything but a `message` carries no
+  // id. `asks` lists the kinds of the frames sent on this socket and not yet answered, oldest
+  // first ('vote', 'handoff', 'contact', 'rating'), so such an error goes to the right one.
+  var asks = [];
+  function sendAsk(kind, frame) {
+    if (!sendFrame(frame)) return false;
+    asks.push(kind);
+    return true;
+  }
+  function answered(kind) {
+    var i = asks.indexOf(kind);
+    if (i >= 0) asks.splice(i, 1);
+  }
+  function focusInput() {
+    try { input.focus({ preventScroll: true }); } catch (e) { input.focus(); }
+  }
+  // Set a line's text (only when it changed: some sit in live regions) and hide it when empty.
+  function setLine(el, text) {
+    if (el.textContent !== text) el.textContent = text;
+    el.hidden = !text;
+  }
+  // `after`: put the line right after this node of the log (null: first); default: last
+  function addLine(kind, text, after) {
+    var line = make('div', 'hd-line', text);
+    line.setAttribute('data-notice', kind);
+    if (after === undefined) logEl.appendChild(line);
+    else if (after === null) logEl.insertBefore(line, logEl.firstChild);
+    else logEl.insertBefore(line, after.parentNode === logEl ? after.nextSibling : null);
+    scrollDown(false);
+    return line;
+  }
+
+  // ---- the human handoff: queue, agent, contact e-mail, rating ---------------------------------
+  // All of it is about the current conversation and starts over when the conversation changes.
+  var queueInfo = null; // the last `queue` frame, cleaned: {position, wait, online, open}
+  var agentName = null; // the agent who joined
+  var contactSaved = null; // the e-mail address the server stored
+  var contactSending = null; // an address sent (or waiting for a socket), not yet answered
+  var contactError = null; // 'invalid' or another error code
+  var ratingScore = 0; // the stars picked
+  var ratingSending = null; // {conv, score, frame, sent, resent}: a rating not yet answered
+  var ratingError = null; // 'stars' (none picked), 'long', or an error code
+  var ratingDismissed = false; // the customer wrote again instead of rating
+  var typingSent = 0; // when our last `typing` {active: true} went out; 0 when idle
+  var typingIdle = 0;
+  var qEls = null; // the queue panel's elements, built on first use
+  var rEls = null; // the rating panel's elements
+
+  function resetHandoffState() {
+    queueInfo = null;
+    agentName = null;
+    contactSaved = contactSending = contactError = null;
+    ratingScore = 0;
+    ratingSending = ratingError = null;
+    ratingDismissed = false;
+    if (rEls) rEls.comment.value = '';
+    dropPendingLines();
+    typingStopped(false);
+    renderSubtitle();
+    renderPanels();
+  }
+  function renderPanels() {
+    renderQueue();
+    renderRating();
+    scrollDown(false);
+  }
+  function renderSubtitle() {
+    setLine(subtitleEl, agentName || '');
+  }
+  // frames about the visitor's live conversation (queue, agent): adopt it when none is known yet
+  function isCurrent(f) {
+    if (f.conversation == null) return true;
+    if (conv == null) follow(f.conversation);
+    return f.conversation === conv;
+  }
+
+  // Waiting for a person: who is coming, when, and the e-mail form when nobody can come.
+  function buildQueue() {
+    qEls = {};
+    var info = queueEl.appendChild(make('div', 'hd-queue-info'));
+    info.setAttribute('role', 'status');
+    qEls.title = info.appendChild(make('p', 'hd-queue-title'));
+    qEls.title.id = 'helpdesk-queue-title';
+    queueEl.setAttribute('aria-labelledby', qEls.title.id);
+    qEls.position = info.appendChild(make('p', 'hd-queue-position'));
+    qEls.wait = info.appendChild(make('p', 'hd-queue-wait'));
+    qEls.saved = info.appendChild(make('p', 'hd-contact-saved'));
+    var form = qEls.form = queueEl.appendChild(make('form', 'hd-contact'));
+    form.noValidate = true;
+    form.appendChild(make('p', 'hd-contact-intro', t('EmailIntro')));
+    var label = form.appendChild(make('label', 'hd-label', t('Email')));
+    label.htmlFor = 'helpdesk-email';
+    var row = form.appendChild(make('div', 'hd-row'));
+    var box = qEls.email = row.appendChild(make('input', 'hd-field'));
+    box.id = 'helpdesk-email';
+    box.type = 'email';
+    box.name = 'email';
+    box.setAttribute('autocomplete', 'email');
+    box.maxLength = 254;
+    box.required = true;
+    box.spellcheck = false;
+    var send = qEls.send = row.appendChild(make('button', 'hd-action', t('LeaveEmail')));
+    send.type = 'submit';
+    send.id = 'helpdesk-email-send';
+    qEls.error = form.appendChild(make('p', 'hd-field-error'));
+    qEls.error.id = 'helpdesk-email-error';
+    qEls.error.hidden = true;
+    form.addEventListener('submit', function (e) { e.preventDefault(); leaveEmail(); });
+    box.addEventListener('input', function () {
+      if (contactError) { contactError = null; renderQueue(); }
+    });
+  }
+  function waitText(seconds) {
+    if (seconds < 45) return t('WaitSoon');
+    var minutes = Math.max(1, Math.round(seconds / 60));
+    return minutes === 1 ? t('WaitOne') : fmt('WaitMany', { minutes: minutes });
+  }
+  function renderQueue() {
+    var show = convStatus === 'waiting';
+    if (!show) {
+      if (!queueEl.hidden && queueEl.contains(document.activeElement)) focusInput();
+      queueEl.hidden = true;
+      return;
+    }
+    if (!qEls) buildQueue();
+    queueEl.hidden = false;
+    var q = queueInfo;
+    var why = !q ? 'coming' : !q.open ? 'closed' : !q.online ? 'nobody' : 'coming';
+    queueEl.setAttribute('data-availability', why);
+    setLine(qEls.title, t(why === 'closed' ? 'Closed' : why === 'nobody' ? 'Nobody' : 'QueueComing'));
+    var coming = why === 'coming';
+    setLine(qEls.position, coming && q && q.position ? fmt('QueuePosition', { position: q.position }) : '');
+    setLine(qEls.wait, coming && q && q.wait != null ? fmt('QueueWait', { time: waitText(q.wait) }) : '');
+    setLine(qEls.saved, contactSaved ? fmt('EmailSaved', { email: contactSaved }) : '');
+    var formShown = !coming && !contactSaved;
+    if (!formShown && !qEls.form.hidden && qEls.form.contains(document.activeElement)) focusInput();
+    qEls.form.hidden = !formShown;
+    setBusy(qEls.send, !!contactSending);
+    var err = contactError === 'invalid' ? t('EmailInvalid') : contactError ? t('Error') : '';
+    setLine(qEls.error, err);
+    if (err) {
+      qEls.email.setAttribute('aria-invalid', 'true');
+      qEls.email.setAttribute('aria-describedby', qEls.error.id);
+    } else {
+      qEls.email.removeAttribute('aria-invalid');
+      qEls.email.removeAttribute('aria-describedby');
+    }
+  }
+  function onQueue(f) {
+    if (!isCurrent(f)) return;
+    var pos = f.position, wait = f.expected_wait_seconds;
+    queueInfo = {
+      position: typeof pos === 'number' && pos >= 1 ? Math.floor(pos) : null,
+      wait: typeof wait === 'number' && wait >= 0 && isFinite(wait) ? wait : null,
+      online: f.agents_online !== false,
+      open: f.open_now !== false
+    };
+    renderQueue();
+  }
+  var EMAIL_RE = /^[^\s@]+@[^\s@.]+(?:\.[^\s@.]+)+$/;
+  function leaveEmail() {
+    if (contactSending) return;
+    var email = qEls.email.value.trim();
+    if (email.length > 254 || !EMAIL_RE.test(email)) {
+      contactError = 'invalid';
+      renderQueue();
+      qEls.email.focus();
+      return;
+    }
+    contactError = null;
+    contactSending = email;
+    if (wsReady) sendAsk('contact', { type: 'contact', email: email }); // else sent on `ready`
+    renderQueue();
+  }
+  function onContact(f) {
+    answered('contact');
+    if (f.conversation != null && conv != null && f.conversation !== conv) return;
+    contactSaved = typeof f.email === 'string' && f.email ? f.email : contactSending;
+    contactSending = contactError = null;
+    renderQueue();
+  }
+  function contactFailed(code) {
+    contactSending = null;
+    contactError = code === 'invalid_field' || code === 'missing_field' ? 'invalid' : code || 'error';
+    renderQueue();
+  }
+
+  // "<name> joined the chat" / "<name> left the chat". The server may store a system message
+  // saying the same ("Alice joined the conversation."): a line waits LINE_DELAY_MS and is
+  // dropped when a system message naming the agent comes just before or after it.
+  var LINE_DELAY_MS = 1500;
+  var pendingLines = []; // [{name, timer}]
+  var lastSystem = { text: '', at: 0 }; // the newest system message, live
+  function agentLine(kind, key, name) {
+    if (Date.now() - lastSystem.at < LINE_DELAY_MS && lastSystem.text.indexOf(name) >= 0) return;
+    var entry = { name: name, anchor: logEl.lastElementChild }; // where it goes, not below newer messages
+    entry.timer = setTimeout(function () {
+      var i = pendingLines.indexOf(entry);
+      if (i >= 0) pendingLines.splice(i, 1);
+      addLine(kind, fmt(key, { name: name }), entry.anchor);
+    }, LINE_DELAY_MS);
+    pendingLines.push(entry);
+  }
+  function systemMessage(text) {
+    lastSystem = { text: text, at: Date.now() };
+    pendingLines = pendingLines.filter(function (e) {
+      if (text.indexOf(e.name) < 0) return true;
+      clearTimeout(e.timer);
+      return false;
+    });
+  }
+  function dropPendingLines() {
+    pendingLines.forEach(function (e) { clearTimeout(e.timer); });
+    pendingLines = [];
+  }
+
+  // A person joined (or left).
+  function onAgent(f) {
+    if (!isCurrent(f)) return;
+    var name = typeof f.name === 'string' ? f.name.trim() : '';
+    if (f.joined) {
+      name = name || t('Agent');
+      if (name !== agentName) { // a reconnect may repeat it: one line per agent
+        agentName = name;
+        agentLine('agent-joined', 'AgentJoined', name);
+      }
+      bySeq.forEach(function (rec) { if (rec.author === 'agent' && !rec.agentName) setAgentName(rec, name); });
+    } else if (name || agentName) {
+      agentLine('agent-left', 'AgentLeft', name || agentName);
+      if (!name || name === agentName) {
+        agentName = null;
+        if (typingEl.getAttribute('data-author') === 'agent') hideTyping();
+      }
+    }
+    renderSubtitle();
+  }
+
+  // The customer's typing, shown to the agent: only while a person is in the conversation.
+  function customerTyping() {
+    if (convStatus !== 'human' || !wsReady) return;
+    if (!input.value.trim()) { typingStopped(true); return; }
+    var now = Date.now();
+    if ((!typingSent || now - typingSent >= TYPING_EVERY_MS) && sendFrame({ type: 'typing', active: true })) {
+      typingSent = now;
+    }
+    clearTimeout(typingIdle);
+    typingIdle = setTimeout(function () { typingStopped(true); }, TYPING_IDLE_MS);
+  }
+  function typingStopped(tell) {
+    clearTimeout(typingIdle);
+    typingIdle = 0;
+    if (!typingSent) return;
+    typingSent = 0;
+    if (tell && convStatus === 'human' && wsReady) sendFrame({ type: 'typing', active: false });
+  }
+
+  // The rating asked for once the conversation is resolved; once per conversation, remembered
+  // in storage as {conversation id: score} (0: rated somewhere else).
+  function ratedMap() {
+    var m;
+    try { m = JSON.parse(store.get('rated') || '{}'); } catch (e) { m = null; }
+    return m && typeof m === 'object' && !Array.isArray(m) ? m : {};
+  }
+  function isRated(id) {
+    return id != null && Object.prototype.hasOwnProperty.call(ratedMap(), String(id));
+  }
+  function markRated(id, score) {
+    var m = ratedMap();
+    m[String(id)] = score;
+    var keys = Object.keys(m); // integer keys come out in ascending order: the oldest first
+    keys.slice(0, Math.max(0, keys.length - 50)).forEach(function (k) { delete m[k]; });
+    store.set('rated', JSON.stringify(m));
+  }
+  function buildRating() {
+    rEls = {};
+    var form = rEls.form = ratingEl.appendChild(make('form', 'hd-rate'));
+    form.noValidate = true;
+    var title = form.appendChild(make('p', 'hd-rate-title', t('RatePrompt')));
+    title.id = 'helpdesk-rating-title';
+    ratingEl.setAttribute('aria-labelledby', title.id);
+    var stars = rEls.stars = form.appendChild(make('div', 'hd-stars'));
+    stars.setAttribute('role', 'group');
+    stars.setAttribute('aria-label', t('Rating'));
+    [1, 2, 3, 4, 5].forEach(function (n) {
+      var b = stars.appendChild(make('button', 'hd-star'));
+      b.type = 'button';
+      b.setAttribute('data-score', String(n));
+      b.setAttribute('aria-label', t('Star' + n));
+      b.title = t('Star' + n);
+      b.appendChild(make('span', null, '★')).setAttribute('aria-hidden', 'true');
+      b.addEventListener('click', function () {
+        if (ratingSending) return;
+        ratingScore = n;
+        if (ratingError === 'stars') ratingError = null;
+        renderRating();
+      });
+    });
+    var label = form.appendChild(make('label', 'hd-label', t('Comment')));
+    label.htmlFor = 'helpdesk-rating-comment';
+    var box = rEls.comment = form.appendChild(make('textarea', 'hd-field hd-comment'));
+    box.id = 'helpdesk-rating-comment';
+    box.name = 'comment';
+    box.rows = 2;
+    box.maxLength = 2000;
+    box.placeholder = t('Optional');
+    var row = form.appendChild(make('div', 'hd-row'));
+    rEls.error = row.appendChild(make('p', 'hd-field-error'));
+    rEls.error.id = 'helpdesk-rating-error';
+    rEls.error.hidden = true;
+    var submitBtn = rEls.submit = row.appendChild(make('button', 'hd-action', t('SubmitRating')));
+    submitBtn.type = 'submit';
+    submitBtn.id = 'helpdesk-rating-submit';
+    form.addEventListener('submit', function (e) { e.preventDefault(); sendRating(); });
+  }
+  function renderRating() {
+    var show = conv != null && convStatus === 'resolved' && !ratingDismissed && !isRated(conv);
+    if (!show) {
+      if (!ratingEl.hidden && ratingEl.contains(document.activeElement)) focusInput();
+      ratingEl.hidden = true;
+      return;
+    }
+    if (!rEls) buildRating();
+    ratingEl.hidden = false;
+    var busy = !!ratingSending;
+    rEls.form.setAttribute('aria-busy', busy ? 'true' : 'false');
+    Array.prototype.forEach.call(rEls.stars.children, function (b) {
+      var n = Number(b.getAttribute('data-score'));
+      b.setAttribute('aria-pressed', n === ratingScore ? 'true' : 'false');
+      if (n <= ratingScore) b.setAttribute('data-on', ''); else b.removeAttribute('data-on');
+      setBusy(b, busy);
+    });
+    setBusy(rEls.submit, busy);
+    var err = ratingError === 'stars' ? 'ChooseStars' : ratingError === 'long' ? 'TooLong' : ratingError ? 'Error' : '';
+    setLine(rEls.error, err ? t(err) : '');
+  }
+  function sendRating() {
+    if (ratingSending) return;
+    if (!ratingScore) {
+      ratingError = 'stars';
+      renderRating();
+      rEls.stars.firstChild.focus();
+      return;
+    }
+    var frame = { type: 'rating', score: ratingScore };
+    var comment = rEls.comment.value.trim();
+    if (comment) frame.comment = comment;
+    if (comment.length > 2000 || utf8Length(JSON.stringify(frame)) > MAX_FRAME_BYTES) {
+      ratingError = 'long';
+      renderRating();
+      rEls.comment.focus();
+      return;
+    }
+    ratingError = null;
+    ratingSending = { conv: conv, score: ratingScore, frame: frame, sent: false, resent: false };
+    if (wsReady) ratingSending.sent = sendAsk('rating', frame); // else sent on `ready`
+    renderRating();
+  }
+  function rated(id, score, key) {
+    var mine = ratingSending;
+    var asked = id === conv && (!ratingEl.hidden || (mine && mine.conv === id));
+    if (mine && mine.conv === id) ratingSending = null;
+    if (id == null) return;
+    markRated(id, score);
+    if (asked) addLine(key === 'AlreadyRated' ? 'already-rated' : 'rated', t(key));
+    renderRating();
+  }
+  function onRating(f) {
+    answered('rating');
+    var id = f.conversation != null ? f.conversation : ratingSending ? ratingSending.conv : null;
+    var score = typeof f.score === 'number' ? f.score : ratingSending ? ratingSending.score : 0;
+    rated(id, score, 'RatingThanks');
+  }
+  function alreadyRated() {
+    var mine = ratingSending;
+    if (!mine) return; // not about anything on screen
+    // our own rating, sent again after a reconnect, that the server had stored already
+    rated(mine.conv, mine.resent ? mine.score : 0, mine.resent ? 'RatingThanks' : 'AlreadyRated');
+  }
+  function ratingFailed(code) {
+    ratingSending = null;
+    ratingError = code || 'error';
+    renderRating();
+  }
+  // after `ready`: send again what the last socket took but never answered
+  function resendHandoffFrames() {
+    if (contactSending) sendAsk('contact', { type: 'contact', email: contactSending });
+    if (ratingSending) {
+      if (ratingSending.sent) ratingSending.resent = true;
+      if (sendAsk('rating', ratingSending.frame)) ratingSending.sent = true;
+    }
   }
 
   // ---- attributes from the host ----------------------------------------------------------------
@@ -991,8 +1459,10 @@
     retryTimer = 0;
     store.del('token');
     store.del('outbox');
+    store.del('rated');
     token = null;
     pendingAttrs = null;
+    asks = [];
     logEl.textContent = '';
     greetingEl = null;
     byClient.clear();
@@ -1008,6 +1478,7 @@
     knownSeq = 0;
     root.setAttribute('data-status', '');
     handoffSettled();
+    resetHandoffState();
     initialSynced = false;
     everReady = false;
     attempts = 0;
@@ -1052,7 +1523,7 @@
       submit();
     }
   });
-  input.addEventListener('input', autosize);
+  input.addEventListener('input', function () { autosize(); customerTyping(); });
   closeBtn.addEventListener('click', function () { postHost({ helpdesk: 'close' }); });
   handoffBtn.addEventListener('click', function () { requestHandoff('button'); });
   document.addEventListener('keydown', function (e) {
@@ -1063,6 +1534,7 @@
   // Another tab of the same host page forgot the visitor (Helpdesk('reset')): follow it.
   window.addEventListener('storage', function (e) {
     if (e.key === PREFIX + 'token' && e.newValue === null && token) resetVisitor();
+    else if (e.key === PREFIX + 'rated') renderRating(); // rated in another tab: stop asking here
   });
 
   // ---- start -----------------------------------------------------------------------------------

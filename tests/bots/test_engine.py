@@ -102,7 +102,7 @@ async def test_the_tools_are_offered_and_a_streamed_search_call_continues_the_an
 async def test_the_handoff_tool_puts_the_conversation_in_the_human_queue(site, fake_llm):
     fake_llm.script(Reply(tool_calls=[ToolCall("handoff_to_human", '{"reason": "angry"}')]))
     client = await WidgetClient.opened(site.key)
-    ack = await client.say("I want a manager NOW")
+    ack = await client.say("Can you look into my order 4821?")
     frames = await client.receive_until("status")
     assert frames[-1]["status"] == "waiting"
     notice = (await client.receive_until("message"))[-1]["message"]
@@ -236,8 +236,8 @@ async def test_a_flagged_message_never_reaches_the_chat_model(site, fake_llm):
 
 
 async def test_banned_words_are_caught_without_any_provider(site):
-    await configure(site, banned_words="scam\n骗子")
-    for text in ["This shop is a SCAM", "你们是骗子"]:
+    await configure(site, banned_words="crypto\n比特币")
+    for text in ["Do you take crypto?", "可以用比特币付款吗"]:
         (done,) = await ask(site, text)
         assert done["answer_source"] == "guard"
     reviewed = await db(

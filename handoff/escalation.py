@@ -1,0 +1,89 @@
+"""Applying the escalation policy to a conversation: the one door into the human queue.
+
+The widget consumer calls `maybe_escalate` for each customer message while the bot owns the
+conversation, and `escalate_after_bot` when the bot itself asked for a person (a tool call,
+a moderation flag) or has just failed once too often.
+"""
+
+from django.utils import translation
+from django.utils.translation import gettext
+
+from handoff import services
+from handoff.models import Handoff
+from handoff.policy import PolicyConfig, TurnFacts, bot_outcome, evaluate
+from helpdesk.models import Message
+
+
+def _notice(language: str) -> str:
+    with translation.override(language or "en"):
+        return gettext("Thanks — we're connecting you to a person. Please stay in this chat.")
+
+
+def _recent_outcomes(conversation_id: int, before_seq: int | None, limit: int) -> tuple[str, ...]:
+    answers = Message.objects.filter(conversation_id=conversation_id, author=Message.Author.BOT)
+    if before_seq is not None:
+        answers = answers.filter(seq__lt=before_seq)
+    rows = answers.order_by("-seq").values_list("answer_source", "text", "state")[:limit]
+    return tuple(bot_outcome(source, text, state) for source, text, state in reversed(rows))
+
+
+def _escalate(conversation, decision) -> "services.Escalation":
+    return services.escalate_conversation(
+        conversation_id=conversation.pk,
+        rule=decision.rule,
+        reason=decision.reason,
+        notice=_notice(conversation.language or conversation.visitor.language),
+        priority=decision.priority,
+        team_id=decision.team_id,
+    )
+
+
+def maybe_escalate(*, message_id: int) -> "services.Escalation | None":
+    """Run the policy on a new customer message, before the bot; escalate when a rule fires.
+
+    A provider that is down is not checked here: the bot still answers from the knowledge
+    base first, and `escalate_after_bot` then offers the human.
+    """
+    message = Message.objects.select_related("conversation__visitor").get(pk=message_id)
+    conversation = message.conversation
+    config = PolicyConfig.for_site(conversation.site_id)
+    facts = TurnFacts(
+        text=message.text,
+        recent_bot_outcomes=_recent_outcomes(
+            conversation.pk, message.seq, config.failure_threshold
+        ),
+    )
+    decision = evaluate(facts, config)
+    return _escalate(conversation, decision) if decision.escalate else None
+
+
+def escalate_after_bot(
+    *, conversation_id: int, provider_down: bool = False
+) -> "services.Escalation | None":
+    """After a bot answer: queue a conversation the bot handed over, that it failed once too
+    often, or whose LLM provider is down."""
+    from helpdesk.models import Conversation
+
+    conversation = Conversation.objects.select_related("visitor").get(pk=conversation_id)
+    if conversation.status == Conversation.Status.WAITING:
+        # The bot (a tool call or moderation) already asked for a person.
+        rule = services.escalation_rule_for_reason(conversation.escalation_reason)
+        open_handoff = Handoff.objects.open().filter(conversation=conversation).exists()
+        if open_handoff:
+            return None
+        return services.escalate_conversation(
+            conversation_id=conversation.pk,
+            rule=rule,
+            reason=conversation.escalation_reason,
+            notice=_notice(conversation.language or conversation.visitor.language),
+        )
+    if conversation.status != Conversation.Status.BOT:
+        return None
+    config = PolicyConfig.for_site(conversation.site_id)
+    facts = TurnFacts(
+        text="",
+        recent_bot_outcomes=_recent_outcomes(conversation.pk, None, config.failure_threshold),
+        provider_down=provider_down,
+    )
+    decision = evaluate(facts, config)
+    return _escalate(conversation, decision) if decision.escalate else None

@@ -1,0 +1,302 @@
+"""Visitor <-> agent over the real consumers and channel layer."""
+
+import json
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import Group
+from django.test import Client
+
+from handoff.models import AgentProfile, Handoff, InternalNote
+from helpdesk.asgi import application
+from helpdesk.models import Conversation, Message
+from tests.conftest import make_site
+from tests.widget_client import WidgetClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def make_agent(django_user_model, site, username="alice", group="Agents"):
+    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
+    user.groups.add(Group.objects.get_or_create(name=group)[0])
+    profile = AgentProfile.objects.create(user=user, display_name=username.title())
+    if site is not None:
+        profile.sites.add(site)
+    return user
+
+
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+class AgentClient:
+    def __init__(self, cookie: bytes | None, origin: bytes = b"http://testserver") -> None:
+        headers = [(b"host", b"testserver"), (b"origin", origin)]
+        if cookie:
+            headers.append((b"cookie", cookie))
+        self.communicator = WebsocketCommunicator(application, "/ws/agent/", headers=headers)
+
+    async def connect(self) -> bool:
+        return (await self.communicator.connect())[0]
+
+    async def send(self, frame: dict) -> None:
+        await self.communicator.send_to(text_data=json.dumps(frame))
+
+    async def receive(self, timeout: float = 5) -> dict:
+        return json.loads(await self.communicator.receive_from(timeout=timeout))
+
+    async def receive_until(self, predicate, timeout: float = 5) -> dict:
+        while True:
+            frame = await self.receive(timeout)
+            if predicate(frame):
+                return frame
+
+    async def close(self) -> None:
+        await self.communicator.disconnect()
+
+
+async def connected_agent(user) -> AgentClient:
+    cookie = await database_sync_to_async(session_cookie)(user)
+    agent = AgentClient(cookie)
+    assert await agent.connect()
+    return agent
+
+
+async def customer_asking_for_a_person(site) -> tuple[WidgetClient, int]:
+    visitor = await WidgetClient.opened(site.key)
+    await visitor.send({"type": "handoff", "reason": "button"})
+    status = (await visitor.receive_until("status"))[-1]
+    assert status["status"] == "waiting"
+    return visitor, status["conversation"]
+
+
+@pytest.fixture
+def shop(db):
+    return make_site(name="Shop")
+
+
+async def test_only_agents_and_managers_may_connect(shop, django_user_model):
+    assert not await AgentClient(None).connect()
+    clerk = await database_sync_to_async(django_user_model.objects.create_user)(
+        "clerk", password="pw", is_staff=True
+    )
+    assert not await AgentClient(await database_sync_to_async(session_cookie)(clerk)).connect()
+    agent = await database_sync_to_async(make_agent)(django_user_model, shop)
+    cookie = await database_sync_to_async(session_cookie)(agent)
+    assert not await AgentClient(cookie, origin=b"https://evil.example").connect()
+    client = AgentClient(cookie)
+    assert await client.connect()
+    await client.close()
+
+
+async def test_a_new_handoff_appears_live_and_in_the_queue(shop, django_user_model):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    agent = await connected_agent(user)
+    await agent.send({"type": "queue"})
+    assert (await agent.receive())["handoffs"] == []
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    pushed = await agent.receive_until(lambda f: f["type"] == "handoff")
+    assert pushed["event"] == "created"
+    assert pushed["handoff"]["conversation"] == conversation_id
+    await agent.send({"type": "queue"})
+    queue = await agent.receive_until(lambda f: f["type"] == "queue")
+    assert [h["conversation"] for h in queue["handoffs"]] == [conversation_id]
+    await visitor.close()
+    await agent.close()
+
+
+async def test_agents_of_other_sites_see_nothing(shop, django_user_model):
+    other = await database_sync_to_async(make_site)(name="Other")
+    user = await database_sync_to_async(make_agent)(django_user_model, other, username="bob")
+    agent = await connected_agent(user)
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    await agent.send({"type": "open", "conversation": conversation_id})
+    error = await agent.receive_until(lambda f: f["type"] == "error")
+    assert error["code"] == "not_found"
+    await agent.send({"type": "queue"})
+    assert (await agent.receive_until(lambda f: f["type"] == "queue"))["handoffs"] == []
+    await visitor.close()
+    await agent.close()
+
+
+async def test_claim_reply_and_relay_both_ways(shop, django_user_model):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    agent = await connected_agent(user)
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    handoff = await database_sync_to_async(Handoff.objects.get)(conversation_id=conversation_id)
+
+    await agent.send({"type": "open", "conversation": conversation_id})
+    transcript = await agent.receive_until(lambda f: f["type"] == "transcript")
+    assert transcript["conversation"]["id"] == conversation_id
+
+    await agent.send({"type": "claim", "handoff": handoff.pk})
+    assert (await agent.receive_until(lambda f: f["type"] == "claimed"))["handoff"][
+        "id"
+    ] == handoff.pk
+    joined = (await visitor.receive_until("agent"))[-1]
+    assert (joined["name"], joined["joined"]) == ("Alice", True)
+
+    # Visitor -> agent, and the bot stays quiet while a human owns the conversation.
+    await visitor.say("My tent arrived torn")
+    relayed = await agent.receive_until(
+        lambda f: f["type"] == "message" and f["message"]["author"] == "visitor"
+    )
+    assert relayed["message"]["text"] == "My tent arrived torn"
+
+    # Agent -> visitor.
+    reply_id = str(uuid.uuid4())
+    await agent.send(
+        {
+            "type": "reply",
+            "conversation": conversation_id,
+            "id": reply_id,
+            "text": "Sorry! Refund on its way.",
+        }
+    )
+    ack = await agent.receive_until(lambda f: f["type"] == "ack")
+    assert ack["id"] == reply_id
+    seen = (await visitor.receive_until("message"))[-1]
+    while seen["message"]["author"] != "agent":
+        seen = (await visitor.receive_until("message"))[-1]
+    assert seen["message"]["text"] == "Sorry! Refund on its way."
+
+    # Typing both ways.
+    await agent.send({"type": "typing", "conversation": conversation_id, "active": True})
+    typing = (await visitor.receive_until("typing"))[-1]
+    assert (typing["author"], typing["active"]) == ("agent", True)
+    await visitor.send({"type": "typing", "active": True})
+    from_visitor = await agent.receive_until(lambda f: f["type"] == "typing")
+    assert from_visitor["author"] == "visitor"
+
+    authors = await database_sync_to_async(
+        lambda: list(
+            Message.objects.filter(conversation_id=conversation_id).values_list("author", flat=True)
+        )
+    )()
+    assert "bot" not in authors
+    await visitor.close()
+    await agent.close()
+
+
+async def test_internal_notes_never_reach_the_customer(shop, django_user_model):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    agent = await connected_agent(user)
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    await agent.send({"type": "open", "conversation": conversation_id})
+    await agent.receive_until(lambda f: f["type"] == "transcript")
+    await agent.send({"type": "note", "conversation": conversation_id, "text": "VIP, be nice"})
+    note = await agent.receive_until(lambda f: f["type"] == "note")
+    assert note["note"]["text"] == "VIP, be nice"
+    await visitor.send({"type": "ping"})
+    # Everything the visitor gets until its pong: no note among it.
+    frames = [await visitor.receive()]
+    while frames[-1]["type"] != "pong":
+        frames.append(await visitor.receive())
+    assert all("VIP" not in json.dumps(f) for f in frames)
+    assert await database_sync_to_async(InternalNote.objects.count)() == 1
+    await visitor.close()
+    await agent.close()
+
+
+async def test_an_agent_cannot_reply_to_someone_elses_conversation(shop, django_user_model):
+    alice = await database_sync_to_async(make_agent)(django_user_model, shop)
+    bob = await database_sync_to_async(make_agent)(django_user_model, shop, username="bob")
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    handoff = await database_sync_to_async(Handoff.objects.get)(conversation_id=conversation_id)
+    first = await connected_agent(alice)
+    await first.send({"type": "claim", "handoff": handoff.pk})
+    await first.receive_until(lambda f: f["type"] == "claimed")
+    second = await connected_agent(bob)
+    await second.send({"type": "claim", "handoff": handoff.pk})
+    assert (await second.receive_until(lambda f: f["type"] == "error"))["code"] == "already_claimed"
+    reply_id = str(uuid.uuid4())
+    await second.send(
+        {"type": "reply", "conversation": conversation_id, "id": reply_id, "text": "Hi"}
+    )
+    error = await second.receive_until(lambda f: f["type"] == "error")
+    assert (error["code"], error["id"]) == ("not_yours", reply_id)
+    await visitor.close()
+    await first.close()
+    await second.close()
+
+
+async def test_messages_sent_while_the_agent_is_away_are_in_the_transcript(shop, django_user_model):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    await visitor.say("Hello? Anyone?")
+    await visitor.say("Order 4821")
+    agent = await connected_agent(user)
+    await agent.send({"type": "open", "conversation": conversation_id})
+    transcript = await agent.receive_until(lambda f: f["type"] == "transcript")
+    texts = [m["text"] for m in transcript["messages"]]
+    assert texts[-2:] == ["Hello? Anyone?", "Order 4821"]
+    await visitor.close()
+    await agent.close()
+
+
+async def test_resolve_then_the_customer_rates_once(shop, django_user_model):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    agent = await connected_agent(user)
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    handoff = await database_sync_to_async(Handoff.objects.get)(conversation_id=conversation_id)
+    await agent.send({"type": "claim", "handoff": handoff.pk})
+    await agent.receive_until(lambda f: f["type"] == "claimed")
+    await agent.send({"type": "resolve", "conversation": conversation_id})
+    status = (await visitor.receive_until("status"))[-1]
+    while status["status"] != "resolved":
+        status = (await visitor.receive_until("status"))[-1]
+    await visitor.send({"type": "rating", "score": 5, "comment": "Great help"})
+    assert ((await visitor.receive_until("rating"))[-1])["score"] == 5
+    await visitor.send({"type": "rating", "score": 1})
+    assert ((await visitor.receive_until("error"))[-1])["code"] == "already_rated"
+    conversation = await database_sync_to_async(Conversation.objects.get)(pk=conversation_id)
+    assert conversation.status == "resolved"
+    await visitor.close()
+    await agent.close()
+
+
+async def test_asking_for_a_person_in_words_reaches_the_queue(shop, django_user_model):
+    visitor = await WidgetClient.opened(shop.key)
+    await visitor.say("转人工")
+    status = (await visitor.receive_until("status"))[-1]
+    assert status["status"] == "waiting"
+    handoff = await database_sync_to_async(Handoff.objects.get)()
+    assert handoff.rule == "customer_request"
+    await visitor.close()
+
+
+async def test_the_bot_failing_n_times_in_a_row_calls_a_person(shop):
+    from handoff.models import HandoffSettings
+
+    await database_sync_to_async(HandoffSettings.objects.create)(site=shop, failure_threshold=2)
+    visitor = await WidgetClient.opened(shop.key)
+    for question in ["What is the airspeed of a swallow?", "Who won the cup in 1966?"]:
+        await visitor.say(question)
+        await visitor.answer()
+    status = (await visitor.receive_until("status"))[-1]
+    assert status["status"] == "waiting"
+    handoff = await database_sync_to_async(Handoff.objects.get)()
+    assert handoff.rule == "failures"
+    await visitor.close()
+
+
+async def test_a_provider_that_is_down_answers_offline_then_offers_a_person(
+    site, fake_llm, settings
+):
+    from tests.fake_llm import Reply
+
+    settings.HELPDESK_CIRCUIT_FAILURES = 1
+    fake_llm.script(Reply(status=500))
+    visitor = await WidgetClient.opened(site.key)
+    await visitor.say("How much does shipping cost?")
+    _, done = await visitor.answer()
+    assert done["answer_source"] == "offline"
+    status = (await visitor.receive_until("status"))[-1]
+    assert status["status"] == "waiting"
+    handoff = await database_sync_to_async(Handoff.objects.get)()
+    assert handoff.rule == "provider_down"
+    await visitor.close()

@@ -128,6 +128,7 @@ def queue_view(request: HttpRequest) -> HttpResponse:
         if (not site_filter or str(handoff["site"]["id"]) == site_filter)
         and (not state_filter or handoff["status"] == state_filter)
     ]
+    notify, online = _profile_flags(request.user)
     config = {
         "wsPath": AGENT_SOCKET_PATH,
         "now": timezone.now().isoformat(),
@@ -135,7 +136,7 @@ def queue_view(request: HttpRequest) -> HttpResponse:
         "filters": {"site": site_filter, "state": state_filter},
         "waitAlert": {str(site_id): seconds for site_id, seconds in wait_alert.items()},
         "defaultWaitAlert": DEFAULT_WAIT_ALERT_SECONDS,
-        "notifyDefault": _notifications_default(request.user),
+        "notifyDefault": notify,
         "labels": _labels(),
     }
     context = {
@@ -147,6 +148,7 @@ def queue_view(request: HttpRequest) -> HttpResponse:
         "states": [(s.value, s.label) for s in QUEUE_STATES],
         "site_filter": site_filter,
         "state_filter": state_filter,
+        "online": online,
         "queue_config": config,
     }
     return TemplateResponse(request, "admin/handoff/queue.html", context)
@@ -159,9 +161,10 @@ def _wait_alert(site: Site) -> int:
         return DEFAULT_WAIT_ALERT_SECONDS
 
 
-def _notifications_default(user) -> bool:
-    profile = AgentProfile.objects.filter(user=user).only("notifications").first()
-    return profile.notifications if profile else True
+def _profile_flags(user) -> tuple[bool, bool]:
+    """(notifications, online) of the user's agent profile, with the model's defaults."""
+    profile = AgentProfile.objects.filter(user=user).only("notifications", "is_online").first()
+    return (profile.notifications, profile.is_online) if profile else (True, False)
 
 
 def format_duration(seconds: int) -> str:

@@ -1,10 +1,12 @@
 """A test client that speaks the widget protocol (docs/protocol.md) over a real consumer."""
 
+import asyncio
 import json
 import uuid
 
 from channels.testing import WebsocketCommunicator
 
+from helpdesk import consumers
 from helpdesk.asgi import application
 
 SHOP_ORIGIN = "https://shop.example"
@@ -71,3 +73,8 @@ class WidgetClient:
 
     async def close(self) -> None:
         await self.communicator.disconnect()
+        # Answers outlive their socket by design; a test must not end (and flush the
+        # database) while one is still writing.
+        running = list(consumers._running_answers)
+        if running:
+            await asyncio.wait(running, timeout=10)

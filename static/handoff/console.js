@@ -170,7 +170,8 @@
       pending.delete(key);
       setNote(el, '');
     }
-    if (!el) {
+    var fresh = !el;
+    if (fresh) {
       el = buildMessage(m.author || 'system');
       log.appendChild(el);
     }
@@ -178,7 +179,7 @@
     part(el, 'hd-msg-author').textContent = authorLabel(m.author || 'system');
     part(el, 'hd-msg-text').textContent = m.text == null ? '' : String(m.text);
     el.setAttribute('data-state', m.state || 'complete');
-    setTime(el, m.created_at);
+    if (fresh || m.created_at) setTime(el, m.created_at);
     if (m.author === 'bot') setFeedback(el, m.feedback || null);
     assignSeq(el, m.seq, m.id);
     scrollDown(false);
@@ -564,6 +565,12 @@
   });
 
   // ---- start -----------------------------------------------------------------------------------
+  // The server wrote times in its own zone; show them in the agent's, like the live ones.
+  Array.prototype.forEach.call(root.querySelectorAll('time[datetime]'), function (t) {
+    if (t.classList.contains('hd-msg-time') || t.parentNode.classList.contains('hd-note-meta')) {
+      t.textContent = hhmm(t.getAttribute('datetime'));
+    }
+  });
   Array.prototype.forEach.call(log.querySelectorAll('.hd-msg[data-seq]'), function (el) {
     var seq = Number(el.getAttribute('data-seq'));
     bySeq.set(seq, el);

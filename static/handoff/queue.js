@@ -31,6 +31,7 @@
   var connEl = $('hd-connection');
   var notifyBox = $('hd-notify');
   var permissionBtn = $('hd-notify-permission');
+  var presenceBox = $('hd-presence');
 
   // Waiting times tick on the server's clock, not the browser's: cfg.now was read while the
   // page was rendered, which the browser saw as the response's first byte (not as now, which
@@ -149,11 +150,12 @@
     }
     if (tr.parentNode !== tbody || tr.nextElementSibling !== next) tbody.insertBefore(tr, next);
   }
+  // Rows already shown keep their place (the server's `queue` order puts the agent's teams
+  // first, which a handoff object does not say); new rows go by priority, then age.
   function upsert(h) {
     var tr = rowOf(h.id);
     if (!matches(h)) { if (tr) tr.remove(); refreshEmpty(); return null; }
-    if (tr) fillRow(tr, h); else tr = buildRow(h);
-    place(tr);
+    if (tr) fillRow(tr, h); else place(tr = buildRow(h));
     refreshEmpty();
     return tr;
   }
@@ -282,6 +284,7 @@
     Array.prototype.forEach.call(tbody.querySelectorAll('button.hd-claim'), function (b) {
       b.disabled = state !== 'live';
     });
+    presenceBox.disabled = state !== 'live';
   }
   function connect() {
     clearTimeout(reconnectTimer);
@@ -297,6 +300,8 @@
       attempts = 0;
       setConnection('live');
       send({ type: 'queue' });
+      // Said again on every connection: the server may have marked us away meanwhile.
+      if (presenceBox.checked) send({ type: 'presence', online: true });
       clearInterval(pingTimer);
       pingTimer = setInterval(ping, PING_MS);
     };
@@ -374,12 +379,23 @@
   // The answer to `queue` is the whole truth: rows it does not list are gone.
   function replaceAll(list) {
     var keep = {};
-    list.forEach(function (h) { if (h && matches(h)) { keep[String(h.id)] = true; upsert(h); } });
+    list.forEach(function (h) {
+      if (!h || !matches(h)) return;
+      keep[String(h.id)] = true;
+      tbody.appendChild(upsert(h)); // in the server's order
+    });
     Array.prototype.slice.call(tbody.rows).forEach(function (tr) {
       if (!keep[tr.getAttribute('data-handoff')]) tr.remove();
     });
     refreshEmpty();
   }
+
+  presenceBox.addEventListener('change', function () {
+    if (!send({ type: 'presence', online: presenceBox.checked })) {
+      presenceBox.checked = !presenceBox.checked;
+      showError(L.reconnecting);
+    }
+  });
 
   tbody.addEventListener('click', function (e) {
     var btn = e.target.closest ? e.target.closest('button.hd-claim') : null;

@@ -511,6 +511,15 @@ def test_the_notify_default_follows_the_agents_profile(client, agent):
     assert response_config(client)["notifyDefault"] is False
 
 
+@pytest.mark.parametrize("online", [True, False])
+def test_the_availability_box_shows_the_agents_presence(client, agent, online):
+    AgentProfile.objects.filter(user=agent).update(is_online=online)
+    client.force_login(agent)
+    page = page_of(client, reverse(QUEUE_URL))
+    box = page.control("checkbox", "Available for chats")
+    assert ("checked" in box.attrs) is online
+
+
 # Query counts ----------------------------------------------------------------------------------
 
 

@@ -44,13 +44,12 @@ AUTHOR_LABELS = {
 }
 
 
-def may_work_queue(user) -> bool:
-    """The rule of the agent socket's handshake, so the pages and the socket agree."""
-    return _queue_role(user) is not None
-
-
 def _queue_role(user) -> str | None:
-    """`supervisor` (every site), `agent` (their sites) or None, in one query at most."""
+    """`supervisor` (every site), `agent` (their sites) or None, in one query at most.
+
+    The same rule as the agent socket's handshake (handoff.consumers), so a page never
+    opens for someone whose socket would be refused.
+    """
     if not (user.is_authenticated and user.is_active and user.is_staff):
         return None
     if user.is_superuser:
@@ -61,7 +60,7 @@ def _queue_role(user) -> str | None:
     return "agent" if groups else None
 
 
-def visible_sites(user, *, every_site: bool):
+def _visible_sites(user, *, every_site: bool):
     sites = Site.objects.all()
     return sites if every_site else sites.filter(agents__user=user)
 
@@ -108,7 +107,7 @@ def _labels() -> dict[str, object]:
 def queue_view(request: HttpRequest) -> HttpResponse:
     every_site = _require_agent(request)
     sites = list(
-        visible_sites(request.user, every_site=every_site)
+        _visible_sites(request.user, every_site=every_site)
         .select_related("handoff_settings")
         .order_by("name")
     )
@@ -167,7 +166,7 @@ def _profile_flags(user) -> tuple[bool, bool]:
     return (profile.notifications, profile.is_online) if profile else (True, False)
 
 
-def format_duration(seconds: int) -> str:
+def _format_duration(seconds: int) -> str:
     """1:05, 12:00, 1:02:03: the same format as queue.js."""
     hours, rest = divmod(max(0, seconds), 3600)
     minutes, secs = divmod(rest, 60)
@@ -181,7 +180,7 @@ def _queue_row(handoff: dict, wait_alert: dict[int, int]) -> dict:
     overdue = handoff["status"] == Handoff.Status.WAITING and waited > limit
     return {
         "h": handoff,
-        "waited_display": format_duration(waited),
+        "waited_display": _format_duration(waited),
         "overdue": overdue,
         "rule_label": RULE_LABELS.get(handoff["rule"], handoff["rule"]),
         "status_label": STATUS_LABELS.get(handoff["status"], handoff["status"]),

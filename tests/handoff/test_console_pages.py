@@ -223,6 +223,10 @@ def page_of(client, url: str) -> Page:
     return Page(response.content.decode())
 
 
+def response_config(client) -> dict:
+    return client.get(reverse(QUEUE_URL)).context["queue_config"]
+
+
 def console_url(handoff: Handoff) -> str:
     return reverse(CONSOLE_URL, args=[handoff.conversation_id])
 
@@ -471,10 +475,6 @@ def test_rows_waiting_past_the_sites_alert_are_flagged(client, agent, shop):
     assert rows[str(late.pk)].find_all(class_="hd-wait")[0].text.startswith("5:0")
     assert rows[str(fresh.pk)].attrs["data-overdue"] == "false"
     assert response_config(client)["waitAlert"] == {str(shop.pk): 60}
-
-
-def response_config(client) -> dict:
-    return client.get(reverse(QUEUE_URL)).context["queue_config"]
 
 
 def test_the_queue_filters_by_site_and_state(client, manager, shop, other_shop):

@@ -3,6 +3,7 @@ from pathlib import PurePath
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -71,6 +72,8 @@ class ArticleImportForm(forms.Form):
 
 @admin.register(Article)
 class ArticleAdmin(admin.ModelAdmin):
+    # Typed URLs without a scheme are https (Django 6 behaviour, chosen now).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["title", "site", "language", "is_published", "updated_at"]
     list_filter = ["is_published", "language", "site"]
     list_select_related = ["site"]

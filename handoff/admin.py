@@ -290,6 +290,8 @@ def mask_secret(secret: str) -> str:
 class WebhookForm(forms.ModelForm):
     """The secret can be set or replaced but is never sent back to the browser."""
 
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
     secret = forms.CharField(
         label=_("secret"),
         max_length=100,

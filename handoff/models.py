@@ -232,7 +232,7 @@ class Webhook(models.Model):
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="webhooks")
     url = models.URLField(max_length=500)
     secret = models.CharField(max_length=100, help_text="Signs each delivery (HMAC-SHA256).")
-    events = models.JSONField(default=list, help_text="Event names; empty: all events.")
+    events = models.JSONField(default=list, blank=True, help_text="Event names; empty: all events.")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 from django.utils.html import format_html
 
 from helpdesk.models import Conversation, Message, Site, Visitor
@@ -33,6 +34,8 @@ class SiteAdmin(admin.ModelAdmin):
 
 @admin.register(Visitor)
 class VisitorAdmin(admin.ModelAdmin):
+    # Typed URLs without a scheme are https (Django 6 behaviour, chosen now).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["uid", "site", "language", "created_at", "last_seen_at"]
     list_filter = ["site", "language"]
     list_select_related = ["site"]

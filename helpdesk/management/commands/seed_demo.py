@@ -36,6 +36,10 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"Bad --origin: {exc}") from None
         accounts = ensure_demo_accounts()
+        # The command is where the apps meet: the handoff app seeds its own demo data.
+        from handoff.demo import ensure_demo_agents
+
+        ensure_demo_agents(site)
 
         state = "created" if created else "already present"
         self.stdout.write(f"Demo site: {site.name} ({state})")

@@ -716,3 +716,20 @@ def _emit_webhook(*, site_id: int, event: str, payload: dict) -> None:
     from handoff.webhooks import emit_event
 
     emit_event(site_id=site_id, event=event, payload=payload)
+
+
+def announce_conversation_started(*, conversation_id: int) -> int:
+    """Tell the site's webhooks that a customer started a conversation."""
+    from handoff.webhooks import emit_event
+
+    conversation = Conversation.objects.select_related("visitor").get(pk=conversation_id)
+    return emit_event(
+        site_id=conversation.site_id,
+        event="conversation.started",
+        payload={
+            "conversation": conversation.pk,
+            "language": conversation.language,
+            "page_url": conversation.visitor.page_url,
+            "started_at": conversation.created_at.isoformat(),
+        },
+    )

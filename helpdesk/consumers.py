@@ -144,6 +144,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         )
         if not recorded.created:
             return
+        if stored["seq"] == 1:
+            await database_sync_to_async(handoff_services.announce_conversation_started)(
+                conversation_id=recorded.conversation_id
+            )
         if recorded.conversation_status == Conversation.Status.BOT:
             # Started before the echo to other tabs goes out, so the bot's work begins now.
             task = asyncio.create_task(

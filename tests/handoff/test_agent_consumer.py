@@ -300,3 +300,24 @@ async def test_a_provider_that_is_down_answers_offline_then_offers_a_person(
     handoff = await database_sync_to_async(Handoff.objects.get)()
     assert handoff.rule == "provider_down"
     await visitor.close()
+
+
+async def test_the_first_message_of_a_conversation_fires_conversation_started(shop):
+    from handoff.models import Webhook, WebhookDelivery
+
+    await database_sync_to_async(Webhook.objects.create)(
+        site=shop,
+        url="http://127.0.0.1:9/hook",
+        secret="s3cret-s3cret",
+        events=["conversation.started"],
+    )
+    visitor = await WidgetClient.opened(shop.key)
+    await visitor.say("Hello there, shipping?")
+    await visitor.answer()
+    await visitor.say("And returns?")
+    await visitor.answer()
+    await visitor.close()
+    deliveries = await database_sync_to_async(
+        lambda: list(WebhookDelivery.objects.values_list("event", flat=True))
+    )()
+    assert deliveries == ["conversation.started"]

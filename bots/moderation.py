@@ -101,7 +101,14 @@ async def moderate_with_provider(
         del _unsupported_until[provider]
     started = perf_counter()
     try:
-        response = await client.moderations.create(input=text, timeout=_MODERATION_TIMEOUT)
+        # The SDK's low-level post, read as plain JSON: the same request, status handling and
+        # errors as client.moderations.create, without building the pydantic models.
+        response = await client.post(
+            "/moderations",
+            body={"input": text},
+            cast_to=dict,
+            options={"timeout": _MODERATION_TIMEOUT},
+        )
     except (openai.NotFoundError, openai.BadRequestError) as exc:
         _unsupported_until[provider] = monotonic() + _UNSUPPORTED_TTL
         logger.info(
@@ -110,26 +117,30 @@ async def moderate_with_provider(
             type(exc).__name__,
         )
         return None
-    # Transport errors can escape the SDK unwrapped; moderation must never block a customer.
-    except (openai.OpenAIError, httpx2.HTTPError) as exc:
+    # Transport errors can escape the SDK unwrapped, and a body that is not JSON raises
+    # ValueError; moderation must never block a customer.
+    except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
         total_ms = (perf_counter() - started) * 1000
         logger.warning("Moderation failed at %s: %s", provider, type(exc).__name__)
         return ProviderModeration(
             flagged=False, categories=(), model="", total_ms=total_ms, outcome=type(exc).__name__
         )
     total_ms = (perf_counter() - started) * 1000
-    result = response.results[0] if response.results else None
-    if result is None:
-        return ProviderModeration(False, (), response.model, total_ms, "ok")
-    categories = tuple(
-        name
-        for name, is_flagged in result.categories.model_dump(by_alias=True).items()
-        if is_flagged
-    )
+    if not isinstance(response, dict):
+        response = {}
+    model = str(response.get("model") or "")
+    results = response.get("results") or []
+    result = results[0] if isinstance(results, list) and results else None
+    if not isinstance(result, dict):
+        return ProviderModeration(False, (), model, total_ms, "ok")
+    flags = result.get("categories")
+    if not isinstance(flags, dict):
+        flags = {}
+    categories = tuple(name for name, is_flagged in flags.items() if is_flagged is True)
     return ProviderModeration(
-        flagged=bool(result.flagged),
+        flagged=bool(result.get("flagged")),
         categories=categories,
-        model=response.model,
+        model=model,
         total_ms=total_ms,
         outcome="ok",
     )

@@ -10,11 +10,12 @@ from django.db import transaction
 from django.db.models import Count, F, OuterRef, Subquery, Sum
 from django.utils import timezone
 
+from bots import site_cache
 from bots.curated import CuratedMatch, find_curated_answer
 from bots.models import Article, BotConfig, ConversationSummary, CuratedAnswer, LLMCall
 from bots.pii import Redaction, redact
 from bots.retrieval import Snippet, search_articles
-from helpdesk.models import Message
+from helpdesk.models import Message, Site
 from helpdesk.services import append_message
 
 
@@ -129,30 +130,74 @@ def knowledge_state_annotations(site) -> dict:
     }
 
 
-def prepare_turn(*, conversation_id: int, message_id: int, snippet_limit: int) -> Turn:
-    """Read the turn and do its lookups (curated answers, retrieval) in one trip."""
-    question = (
-        Message.objects.select_related(
-            "conversation__site__bot_config", "conversation__visitor", "conversation__summary"
-        )
-        .annotate(**knowledge_state_annotations(OuterRef("conversation__site_id")))
-        .get(pk=message_id, conversation_id=conversation_id)
+@dataclass(frozen=True)
+class SiteBundle:
+    """What a turn reads about its site; cached briefly per process (bots.site_cache)."""
+
+    site_id: int
+    name: str
+    scope: str
+    default_language: str
+    bot: BotSettings
+    config_updated_at: datetime
+    state: dict
+
+
+def load_site_bundle(site_id: int) -> SiteBundle:
+    site = (
+        Site.objects.select_related("bot_config")
+        .annotate(**knowledge_state_annotations(OuterRef("pk")))
+        .get(pk=site_id)
     )
-    conversation = question.conversation
-    site = conversation.site
     try:
         config = site.bot_config
     except BotConfig.DoesNotExist:
         config, _ = BotConfig.objects.get_or_create(site=site)
-    try:
-        summary = conversation.summary
-    except ConversationSummary.DoesNotExist:
-        summary = None
-    summarized_upto = summary.upto_seq if summary else 0
+    return SiteBundle(
+        site_id=site.pk,
+        name=site.name,
+        scope=site.scope,
+        default_language=site.default_language,
+        bot=BotSettings.of(config),
+        config_updated_at=config.updated_at,
+        state={name: getattr(site, name) for name in KNOWLEDGE_STATE_FIELDS},
+    )
+
+
+TURN_FIELDS = (
+    "seq",
+    "text",
+    "conversation__site_id",
+    "conversation__language",
+    "conversation__visitor__language",
+    "conversation__summary__text",
+    "conversation__summary__upto_seq",
+)
+
+
+def prepare_turn(*, conversation_id: int, message_id: int, snippet_limit: int) -> Turn:
+    """Read the turn and do its lookups (curated answers, retrieval) in one trip."""
+    (
+        seq,
+        text,
+        site_id,
+        conversation_language,
+        visitor_language,
+        summary_text,
+        summarized_upto,
+    ) = (
+        Message.objects.filter(pk=message_id, conversation_id=conversation_id)
+        .values_list(*TURN_FIELDS)
+        .get()
+    )
+    has_summary = summarized_upto is not None
     limit = settings.HELPDESK_HISTORY_TURNS
     recent = list(
-        conversation.messages.filter(
-            seq__gt=summarized_upto, seq__lte=question.seq, author__in=ROLE_OF_AUTHOR
+        Message.objects.filter(
+            conversation_id=conversation_id,
+            seq__gt=summarized_upto or 0,
+            seq__lte=seq,
+            author__in=ROLE_OF_AUTHOR,
         )
         .exclude(text="")
         .order_by("-seq")
@@ -160,46 +205,47 @@ def prepare_turn(*, conversation_id: int, message_id: int, snippet_limit: int) -
     )
     history = tuple((ROLE_OF_AUTHOR[author], text) for author, text in reversed(recent))
     asked_before = (
-        summary is not None
+        has_summary
         or len(recent) == limit
         or any(author == Message.Author.VISITOR for author, _text in recent[1:])
     )
-    state = {name: getattr(question, name) for name in KNOWLEDGE_STATE_FIELDS}
-    bot = BotSettings.of(config)
-    language = conversation.language or conversation.visitor.language or site.default_language
+    site = site_cache.get(site_id, load_site_bundle)
+    state = site.state
+    bot = site.bot
+    language = conversation_language or visitor_language or site.default_language
     if bot.languages and language not in bot.languages:
         # The site answers only in its listed languages; the first is its fallback.
         language = bot.languages[0]
-    redacted = redact(question.text)
-    raw_version = f"{state}|{config.updated_at}|{site.scope}"
+    redacted = redact(text)
+    raw_version = f"{state}|{site.config_updated_at}|{site.scope}"
     return Turn(
-        site_id=site.pk,
+        site_id=site_id,
         site_name=site.name,
-        conversation_id=conversation.pk,
-        message_id=question.pk,
-        question=question.text,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        question=text,
         redacted=redacted,
         language=language,
         scope=site.scope,
         bot=bot,
         history=history,
-        summary=summary.text if summary else "",
+        summary=summary_text if has_summary else "",
         context_free=not asked_before,
         knowledge_version=hashlib.sha256(raw_version.encode()).hexdigest()[:16],
         tokens_this_month=(
-            tokens_used_this_month(site.pk) if bot.monthly_token_budget is not None else 0
+            tokens_used_this_month(site_id) if bot.monthly_token_budget is not None else 0
         ),
         snippets=tuple(
             search_articles(
-                site_id=site.pk,
+                site_id=site_id,
                 query=redacted.text,
                 limit=snippet_limit,
                 version=(state["articles_count"] or 0, state["articles_newest"]),
             )
         ),
         curated=find_curated_answer(
-            site_id=site.pk,
-            question=question.text,
+            site_id=site_id,
+            question=text,
             threshold=bot.curated_threshold,
             version=(state["curated_count"] or 0, state["curated_newest"]),
         ),

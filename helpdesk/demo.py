@@ -532,6 +532,7 @@ MANAGER_PERMISSIONS = {
         "view_botconfig",
         "change_botconfig",
     ],
+    "analytics": ["view_dailysitestats", "view_handoffreasonstats"],
     "handoff": [
         *AGENT_PERMISSIONS["handoff"],
         "add_cannedresponse",

@@ -185,6 +185,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
+    "aggregate-analytics": {"task": "analytics.tasks.aggregate_task", "schedule": 300.0},
     "mark-abandoned-handoffs": {
         "task": "handoff.tasks.mark_abandoned_handoffs_task",
         "schedule": 60.0,
@@ -212,6 +213,9 @@ HELPDESK_SUMMARY_KEEP = env_int("HELPDESK_SUMMARY_KEEP", 8)
 HELPDESK_SUMMARY_MODEL = env_str("HELPDESK_SUMMARY_MODEL")
 HELPDESK_PROMPT_BUDGET = env_int("HELPDESK_PROMPT_BUDGET", 6000)
 HELPDESK_CONTEXT_WINDOW = env_int("HELPDESK_CONTEXT_WINDOW", 0)
+# Site settings and knowledge versions are cached per process this long (seconds): other
+# workers see an admin change after at most this delay.
+HELPDESK_SITE_CACHE_SECONDS = env_int("HELPDESK_SITE_CACHE_SECONDS", 2)
 
 # Widget limits: a text frame larger than this is refused before it is parsed.
 HELPDESK_MAX_FRAME_BYTES = env_int("HELPDESK_MAX_FRAME_BYTES", 4096)

@@ -1,0 +1,305 @@
+"""Reads for the reports.
+
+Figures (`site_summary`, `daily_series`, `handoff_reasons`) read the aggregate tables only, so
+a report page costs a few queries whatever the data volume. The drill-down
+(`conversations_for`) and the conversation export read the source tables, one page or one
+batch at a time.
+
+`site_ids=None` means every site; `start` and `end` are dates, both included (UTC days).
+"""
+
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.core.paginator import Page, Paginator
+from django.db.models import (
+    Avg,
+    BooleanField,
+    Case,
+    CharField,
+    DecimalField,
+    Exists,
+    ExpressionWrapper,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from analytics.aggregation import outcome_conditions, with_outcome_fields
+from analytics.models import DailySiteStats, HandoffReasonStats
+from bots.models import LLMCall
+from handoff.models import Handoff
+from helpdesk.models import Conversation, Message
+
+SUMMED = [
+    "conversations",
+    "customer_messages",
+    "bot_answers",
+    "autonomous",
+    "assisted",
+    "reopened_24h",
+    "escalated",
+    "handoffs",
+    "abandoned",
+    "csat_count",
+    "csat_sum",
+    "csat_1",
+    "csat_2",
+    "csat_3",
+    "csat_4",
+    "csat_5",
+    "bot_csat_count",
+    "bot_csat_sum",
+    "human_csat_count",
+    "human_csat_sum",
+    "llm_calls",
+    "llm_errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "cache_hits",
+    "curated_hits",
+    "thumbs_up",
+    "thumbs_down",
+]
+# Percentiles do not add up across days; over a range the report shows the mean of the daily
+# values, which is close enough for a trend and keeps the page on the aggregate tables.
+AVERAGED = [
+    "bot_first_token_p50_ms",
+    "bot_first_token_p95_ms",
+    "human_wait_p50_s",
+    "human_wait_p95_s",
+    "first_reply_p50_s",
+    "first_reply_p95_s",
+    "resolution_p50_s",
+]
+
+# The figures a report can drill down into: conversations started in the range that...
+DRILL_DOWNS = (
+    "conversations",
+    "autonomous",
+    "assisted",
+    "reopened_24h",
+    "escalated",
+    "rated",
+    "low_rating",
+    # ...or that had, in the range, one of these:
+    "handoffs",
+    "abandoned",
+    "thumbs_up",
+    "thumbs_down",
+    "cache_hits",
+    "curated_hits",
+    "llm_errors",
+)
+
+
+def _ratio(part, whole) -> float | None:
+    return float(part) / float(whole) if whole else None
+
+
+def _with_rates(row: dict) -> dict:
+    tokens = (row.get("prompt_tokens") or 0) + (row.get("completion_tokens") or 0)
+    cost = row.get("cost") or Decimal(0)
+    row["total_tokens"] = tokens
+    row["escalation_rate"] = _ratio(row["escalated"], row["conversations"])
+    row["autonomous_rate"] = _ratio(row["autonomous"], row["conversations"])
+    row["assisted_rate"] = _ratio(row["assisted"], row["conversations"])
+    row["error_rate"] = _ratio(row["llm_errors"], row["llm_calls"])
+    row["success_rate"] = None if row["error_rate"] is None else 1 - row["error_rate"]
+    row["cache_hit_rate"] = _ratio(row["cache_hits"], row["bot_answers"])
+    row["curated_rate"] = _ratio(row["curated_hits"], row["bot_answers"])
+    row["cost_per_1k_tokens"] = cost * 1000 / tokens if tokens else None
+    row["csat_avg"] = _ratio(row["csat_sum"], row["csat_count"])
+    row["bot_csat_avg"] = _ratio(row["bot_csat_sum"], row["bot_csat_count"])
+    row["human_csat_avg"] = _ratio(row["human_csat_sum"], row["human_csat_count"])
+    row["thumbs_up_rate"] = _ratio(row["thumbs_up"], row["thumbs_up"] + row["thumbs_down"])
+    return row
+
+
+def _stats(site_ids: Iterable[int] | None, start: date, end: date) -> QuerySet:
+    qs = DailySiteStats.objects.filter(day__gte=start, day__lte=end)
+    if site_ids is not None:
+        qs = qs.filter(site_id__in=list(site_ids))
+    return qs
+
+
+def _totals() -> dict:
+    totals = {name: Coalesce(Sum(name), 0) for name in SUMMED if name != "cost"}
+    totals["cost"] = Coalesce(Sum("cost"), Decimal(0))
+    return {**totals, **{name: Avg(name) for name in AVERAGED}}
+
+
+def site_summary(site_ids: Iterable[int] | None, start: date, end: date) -> dict:
+    """Totals and rates over the range, in one query."""
+    row = _stats(site_ids, start, end).aggregate(**_totals())
+    row = _with_rates(row)
+    row["csat_distribution"] = {n: row[f"csat_{n}"] for n in range(1, 6)}
+    return row
+
+
+def daily_series(site_ids: Iterable[int] | None, start: date, end: date) -> list[dict]:
+    """One row per day with data (the selected sites together), oldest first."""
+    rows = _stats(site_ids, start, end).order_by("day").values("day").annotate(**_totals())
+    return [_with_rates(dict(row)) for row in rows]
+
+
+def handoff_reasons(site_ids: Iterable[int] | None, start: date, end: date) -> list[dict]:
+    """Handoffs per escalation rule, most frequent first: [{"rule", "label", "count"}]."""
+    qs = HandoffReasonStats.objects.filter(day__gte=start, day__lte=end)
+    if site_ids is not None:
+        qs = qs.filter(site_id__in=list(site_ids))
+    labels = dict(Handoff.Rule.choices)
+    rows = qs.order_by().values("rule").annotate(count=Sum("count")).order_by("-count", "rule")
+    return [{**row, "label": str(labels.get(row["rule"], row["rule"]))} for row in rows]
+
+
+def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    return (
+        timezone.make_aware(datetime.combine(start, time.min)),
+        timezone.make_aware(datetime.combine(end + timedelta(days=1), time.min)),
+    )
+
+
+def _drill_down(
+    site_ids: Iterable[int] | None, start: date, end: date, metric: str | None
+) -> QuerySet:
+    metric = metric or "conversations"
+    if metric not in DRILL_DOWNS:
+        raise ValueError(f"Unknown metric {metric!r}; one of: {', '.join(DRILL_DOWNS)}")
+    lo, hi = _bounds(start, end)
+    qs = Conversation.objects.all()
+    if site_ids is not None:
+        qs = qs.filter(site_id__in=list(site_ids))
+    started = Q(created_at__gte=lo, created_at__lt=hi)
+    in_range = {"created_at__gte": lo, "created_at__lt": hi}
+    bot = Message.Author.BOT
+    had = {
+        "handoffs": Handoff.objects.filter(**in_range),
+        "abandoned": Handoff.objects.filter(status=Handoff.Status.ABANDONED, **in_range),
+        "thumbs_up": Message.objects.filter(author=bot, feedback="up", **in_range),
+        "thumbs_down": Message.objects.filter(author=bot, feedback="down", **in_range),
+        "cache_hits": Message.objects.filter(author=bot, answer_source="cache", **in_range),
+        "curated_hits": Message.objects.filter(author=bot, answer_source="curated", **in_range),
+        "llm_errors": LLMCall.objects.filter(**in_range).exclude(outcome="ok"),
+    }
+    if metric in had:
+        return qs.filter(Exists(had[metric].filter(conversation=OuterRef("pk"))))
+    qs = qs.filter(started)
+    if metric == "rated":
+        return qs.filter(rating__isnull=False)
+    if metric == "low_rating":
+        return qs.filter(rating__score__lte=2)
+    if metric == "conversations":
+        return qs
+    return with_outcome_fields(qs).filter(outcome_conditions(now=timezone.now())[metric])
+
+
+def conversations_for(
+    site_ids: Iterable[int] | None,
+    start: date,
+    end: date,
+    *,
+    metric: str | None = None,
+    page: int = 1,
+    per_page: int = 50,
+) -> Page:
+    """The conversations behind a figure, newest first; each has `site` and `rating` loaded."""
+    qs = (
+        _drill_down(site_ids, start, end, metric)
+        .select_related("site", "visitor", "rating")
+        .order_by("-created_at", "-pk")
+    )
+    return Paginator(qs, per_page).get_page(page)
+
+
+EXPORT_COLUMNS = [
+    "conversation",
+    "site",
+    "started",
+    "resolved",
+    "status",
+    "outcome",
+    "handoff_reason",
+    "rating",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+]
+
+
+def conversation_export_rows(
+    site_ids: Iterable[int] | None, start: date, end: date, *, batch_size: int = 2000
+) -> Iterator[dict]:
+    """One dict per conversation started in the range (keys: EXPORT_COLUMNS), oldest first.
+
+    Read in batches by primary key, so a year of conversations streams into a CSV without
+    holding it in memory or paying for OFFSET.
+    """
+    lo, hi = _bounds(start, end)
+    qs = Conversation.objects.filter(created_at__gte=lo, created_at__lt=hi)
+    if site_ids is not None:
+        qs = qs.filter(site_id__in=list(site_ids))
+    outcome = outcome_conditions(now=timezone.now())
+    calls = LLMCall.objects.filter(conversation=OuterRef("pk")).order_by().values("conversation")
+
+    def call_sum(field: str, output) -> Subquery:
+        return Subquery(calls.annotate(total=Sum(field)).values("total"), output_field=output)
+
+    first_rule = Subquery(
+        Handoff.objects.filter(conversation=OuterRef("pk"))
+        .order_by("created_at")
+        .values("rule")[:1]
+    )
+    abandoned_only = Exists(Handoff.objects.filter(conversation=OuterRef("pk"))) & ~Exists(
+        Handoff.objects.filter(conversation=OuterRef("pk")).exclude(status=Handoff.Status.ABANDONED)
+    )
+    qs = with_outcome_fields(qs).annotate(
+        outcome=Case(
+            When(outcome["autonomous"], then=Value("autonomous")),
+            When(outcome["reopened_24h"], then=Value("reopened")),
+            When(outcome["assisted"], then=Value("assisted")),
+            When(
+                ExpressionWrapper(abandoned_only, output_field=BooleanField()),
+                then=Value("abandoned"),
+            ),
+            When(outcome["escalated"], then=Value("escalated")),
+            default=Value("open"),
+            output_field=CharField(),
+        ),
+        handoff_reason=Coalesce(first_rule, Value("")),
+        call_prompt_tokens=Coalesce(call_sum("prompt_tokens", IntegerField()), 0),
+        call_completion_tokens=Coalesce(call_sum("completion_tokens", IntegerField()), 0),
+        call_cost=call_sum("cost", DecimalField(max_digits=14, decimal_places=6)),
+    )
+    fields = [
+        "pk",
+        "site__name",
+        "created_at",
+        "resolved_at",
+        "status",
+        "outcome",
+        "handoff_reason",
+        "rating__score",
+        "call_prompt_tokens",
+        "call_completion_tokens",
+        "call_cost",
+    ]
+    last_pk = 0
+    while True:
+        batch = list(qs.filter(pk__gt=last_pk).order_by("pk").values_list(*fields)[:batch_size])
+        for row in batch:
+            out = dict(zip(EXPORT_COLUMNS, row, strict=True))
+            out["cost"] = out["cost"] or Decimal(0)
+            yield out
+        if len(batch) < batch_size:
+            return
+        last_pk = batch[-1][0]

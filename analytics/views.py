@@ -1,0 +1,461 @@
+"""The managers' report pages in the admin: the dashboard, its drill-downs, CSV exports and
+the per-site cost view.
+
+Figures come from the aggregate tables through analytics.selectors, so the dashboard costs
+the same handful of queries for a week of one site or a year of ten. Only the drill-down and
+the conversation export read the source tables, a page or a batch at a time.
+"""
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Sum
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_date
+from django.utils.translation import gettext as _
+
+from analytics import selectors
+from analytics.exports import csv_response
+from analytics.models import DailySiteStats
+from helpdesk.models import Site
+
+DEFAULT_DAYS = 30
+# Budget thresholds of the cost view: a warning at 80 %, an alert at 100 %.
+BUDGET_WARNING = Decimal("0.8")
+BUDGET_OVER = Decimal(1)
+
+
+def is_manager(user) -> bool:
+    """Superusers and the Managers group see reports; agents do not.
+
+    Remembered on the user object: the admin's app list asks once per report table.
+    """
+    cached = getattr(user, "_analytics_is_manager", None)
+    if cached is None:
+        cached = user.is_active and (
+            user.is_superuser or user.groups.filter(name="Managers").exists()
+        )
+        user._analytics_is_manager = cached
+    return cached
+
+
+def _require_manager(request: HttpRequest) -> None:
+    # admin_view has already sent anonymous and non-staff users to the login page.
+    if not is_manager(request.user):
+        raise PermissionDenied
+
+
+@dataclass(frozen=True)
+class Filters:
+    start: date
+    end: date
+    site_ids: list[int] | None  # None: every site
+
+    def query(self, **extra) -> str:
+        params = {"start": self.start.isoformat(), "end": self.end.isoformat(), **extra}
+        if self.site_ids:
+            params["site"] = self.site_ids
+        return urlencode(params, doseq=True)
+
+
+def _filters(request: HttpRequest) -> Filters:
+    """Date range (default: the last 30 days, today included) and sites from the query."""
+    today = timezone.now().date()
+    end = _date(request.GET.get("end")) or today
+    start = _date(request.GET.get("start")) or end - timedelta(days=DEFAULT_DAYS - 1)
+    if start > end:
+        start, end = end, start
+    site_ids = sorted({int(v) for v in request.GET.getlist("site") if v.isdigit()})
+    return Filters(start=start, end=end, site_ids=site_ids or None)
+
+
+def _date(value: str | None) -> date | None:
+    try:
+        return parse_date(value or "")
+    except ValueError:
+        return None
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _number(value, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _tiles(summary: dict) -> list[dict]:
+    """The monitoring tiles: label, shown value, raw value, and the drill-down metric."""
+    s = summary
+    csat_note = _("%(count)s ratings") % {"count": s["csat_count"]}
+    specs = [
+        (
+            "conversations",
+            _("Conversations"),
+            _number(s["conversations"]),
+            s["conversations"],
+            "conversations",
+            "",
+        ),
+        (
+            "customer_messages",
+            _("Customer messages"),
+            _number(s["customer_messages"]),
+            s["customer_messages"],
+            "conversations",
+            "",
+        ),
+        (
+            "autonomous_rate",
+            _("Resolved by the bot"),
+            _percent(s["autonomous_rate"]),
+            s["autonomous_rate"],
+            "autonomous",
+            _("%(n)s conversations") % {"n": s["autonomous"]},
+        ),
+        (
+            "escalation_rate",
+            _("Escalation rate"),
+            _percent(s["escalation_rate"]),
+            s["escalation_rate"],
+            "escalated",
+            _("%(n)s conversations") % {"n": s["escalated"]},
+        ),
+        (
+            "success_rate",
+            _("Request success rate"),
+            _percent(s["success_rate"]),
+            s["success_rate"],
+            "llm_errors",
+            _("%(errors)s errors in %(calls)s LLM calls")
+            % {"errors": s["llm_errors"], "calls": s["llm_calls"]},
+        ),
+        (
+            "response_time_ms",
+            _("Average response time"),
+            "—"
+            if s["bot_first_token_p50_ms"] is None
+            else f"{s['bot_first_token_p50_ms']:,.0f} ms",
+            s["bot_first_token_p50_ms"],
+            "conversations",
+            _("median time to first token"),
+        ),
+        (
+            "human_wait_s",
+            _("Human wait"),
+            "—" if s["human_wait_p50_s"] is None else f"{s['human_wait_p50_s']:,.0f} s",
+            s["human_wait_p50_s"],
+            "handoffs",
+            _("median, handoff to claim"),
+        ),
+        (
+            "csat_avg",
+            _("Satisfaction"),
+            "—" if s["csat_avg"] is None else f"{s['csat_avg']:.2f} / 5",
+            s["csat_avg"],
+            "rated",
+            csat_note,
+        ),
+        (
+            "total_tokens",
+            _("Tokens"),
+            _number(s["total_tokens"]),
+            s["total_tokens"],
+            "conversations",
+            "",
+        ),
+        ("cost", _("Cost"), f"{s['cost']:,.2f}", s["cost"], "conversations", ""),
+        (
+            "cost_per_1k_tokens",
+            _("Cost per 1,000 tokens"),
+            _number(s["cost_per_1k_tokens"], 4),
+            s["cost_per_1k_tokens"],
+            "conversations",
+            "",
+        ),
+        (
+            "abandoned",
+            _("Abandoned handoffs"),
+            _number(s["abandoned"]),
+            s["abandoned"],
+            "abandoned",
+            "",
+        ),
+        (
+            "thumbs_down",
+            _("Thumbs down"),
+            _number(s["thumbs_down"]),
+            s["thumbs_down"],
+            "thumbs_down",
+            _("%(n)s thumbs up") % {"n": s["thumbs_up"]},
+        ),
+    ]
+    return [
+        {
+            "key": key,
+            "label": label,
+            "display": display,
+            "value": value,
+            "metric": metric,
+            "note": note,
+        }
+        for key, label, display, value, metric, note in specs
+    ]
+
+
+def _series(filters: Filters) -> list[dict]:
+    """Daily rows for every day of the range; a day without data is a row of nothing."""
+    by_day = {
+        row["day"]: row
+        for row in selectors.daily_series(filters.site_ids, filters.start, filters.end)
+    }
+    days = (filters.end - filters.start).days + 1
+    return [
+        {"day": day, "row": by_day.get(day)}
+        for day in (filters.start + timedelta(days=i) for i in range(days))
+    ]
+
+
+def _chart_data(series: list[dict], filters: Filters) -> dict:
+    def column(key, scale=1):
+        out = []
+        for item in series:
+            value = item["row"][key] if item["row"] else None
+            out.append(None if value is None else float(value) * scale)
+        return out
+
+    return {
+        "labels": [item["day"].isoformat() for item in series],
+        "drilldown": reverse("admin:analytics_conversations"),
+        "sites": filters.site_ids or [],
+        "charts": {
+            "volume": {
+                "metric": "conversations",
+                "series": {
+                    _("Conversations"): column("conversations"),
+                    _("Customer messages"): column("customer_messages"),
+                },
+            },
+            "resolution": {
+                "metric": "escalated",
+                "percent": True,
+                "series": {
+                    _("Resolved by the bot"): column("autonomous_rate", 100),
+                    _("Escalation rate"): column("escalation_rate", 100),
+                },
+            },
+            "times": {
+                "metric": "handoffs",
+                "series": {
+                    _("Bot first token p50 (s)"): column("bot_first_token_p50_ms", 0.001),
+                    _("Human wait p50 (s)"): column("human_wait_p50_s"),
+                    _("First agent reply p50 (s)"): column("first_reply_p50_s"),
+                },
+            },
+            "csat": {
+                "metric": "rated",
+                "series": {
+                    _("Satisfaction (all)"): column("csat_avg"),
+                    _("Bot only"): column("bot_csat_avg"),
+                    _("With a human"): column("human_csat_avg"),
+                },
+            },
+            "tokens": {
+                "metric": "conversations",
+                "series": {
+                    _("Tokens"): column("total_tokens"),
+                    _("Cost"): column("cost"),
+                },
+                "second_axis": _("Cost"),
+            },
+        },
+    }
+
+
+def _admin_context(request: HttpRequest, title: str, filters: Filters | None, **extra) -> dict:
+    context = {
+        **admin.site.each_context(request),
+        "opts": DailySiteStats._meta,
+        "title": title,
+    }
+    if filters is not None:
+        context.update(
+            filters=filters,
+            query=filters.query(),
+            sites=Site.objects.order_by("name").only("pk", "name"),
+            selected_sites=set(filters.site_ids or []),
+        )
+    return {**context, **extra}
+
+
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    _require_manager(request)
+    filters = _filters(request)
+    summary = selectors.site_summary(filters.site_ids, filters.start, filters.end)
+    series = _series(filters)
+    reasons = selectors.handoff_reasons(filters.site_ids, filters.start, filters.end)
+    tiles = _tiles(summary)
+    for tile in tiles:
+        tile["url"] = f"{reverse('admin:analytics_conversations')}?" + filters.query(
+            metric=tile["metric"]
+        )
+    for reason in reasons:
+        reason["share"] = _percent(
+            reason["count"] / summary["handoffs"] if summary["handoffs"] else None
+        )
+    return TemplateResponse(
+        request,
+        "admin/analytics/dashboard.html",
+        _admin_context(
+            request,
+            _("Reports"),
+            filters,
+            is_dashboard=True,
+            summary=summary,
+            tiles=tiles,
+            series=series,
+            reasons=reasons,
+            chart_data=_chart_data(series, filters),
+            csat_distribution=sorted(summary["csat_distribution"].items()),
+        ),
+    )
+
+
+def conversations_view(request: HttpRequest) -> HttpResponse:
+    _require_manager(request)
+    filters = _filters(request)
+    metric = request.GET.get("metric") or "conversations"
+    if metric not in selectors.DRILL_DOWNS:
+        return HttpResponseBadRequest(_("Unknown metric."))
+    page = selectors.conversations_for(
+        filters.site_ids,
+        filters.start,
+        filters.end,
+        metric=metric,
+        page=request.GET.get("page") or 1,
+    )
+    return TemplateResponse(
+        request,
+        "admin/analytics/conversations.html",
+        _admin_context(
+            request,
+            _("Conversations behind “%(metric)s”") % {"metric": metric},
+            filters,
+            metric=metric,
+            page_obj=page,
+            page_query=filters.query(metric=metric),
+            metrics=selectors.DRILL_DOWNS,
+        ),
+    )
+
+
+EXPORT_TABLES = ("tiles", "daily", "reasons", "conversations")
+DAILY_COLUMNS = [
+    "day",
+    *selectors.SUMMED,
+    *selectors.AVERAGED,
+    "total_tokens",
+    "escalation_rate",
+    "autonomous_rate",
+    "success_rate",
+    "cost_per_1k_tokens",
+    "csat_avg",
+]
+
+
+def export_view(request: HttpRequest, table: str) -> StreamingHttpResponse | HttpResponse:
+    _require_manager(request)
+    if table not in EXPORT_TABLES:
+        return HttpResponseBadRequest(_("Unknown table."))
+    f = _filters(request)
+    name = f"{table}_{f.start.isoformat()}_{f.end.isoformat()}.csv"
+    if table == "tiles":
+        summary = selectors.site_summary(f.site_ids, f.start, f.end)
+        rows = ((t["key"], t["label"], t["value"]) for t in _tiles(summary))
+        return csv_response(name, ["figure", "label", "value"], rows)
+    if table == "daily":
+        series = selectors.daily_series(f.site_ids, f.start, f.end)
+        rows = ([row["day"].isoformat(), *[row[c] for c in DAILY_COLUMNS[1:]]] for row in series)
+        return csv_response(name, DAILY_COLUMNS, rows)
+    if table == "reasons":
+        reasons = selectors.handoff_reasons(f.site_ids, f.start, f.end)
+        return csv_response(
+            name, ["rule", "label", "count"], ((r["rule"], r["label"], r["count"]) for r in reasons)
+        )
+    export = selectors.conversation_export_rows(f.site_ids, f.start, f.end)
+    rows = (
+        [
+            row[col].isoformat() if hasattr(row[col], "isoformat") else row[col]
+            for col in selectors.EXPORT_COLUMNS
+        ]
+        for row in export
+    )
+    return csv_response(name, selectors.EXPORT_COLUMNS, rows)
+
+
+def month_to_date_costs(today: date) -> list[dict]:
+    """Tokens and cost of the current calendar month per site, against the site's budget.
+
+    From the daily aggregates: two queries whatever the number of sites or days.
+    """
+    month_start = today.replace(day=1)
+    usage = {
+        row["site_id"]: row
+        for row in DailySiteStats.objects.filter(day__gte=month_start, day__lte=today)
+        .order_by()
+        .values("site_id")
+        .annotate(
+            prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost")
+        )
+    }
+    rows = []
+    for site in Site.objects.select_related("bot_config").order_by("name"):
+        used = usage.get(site.pk, {})
+        tokens = (used.get("prompt") or 0) + (used.get("completion") or 0)
+        config = getattr(site, "bot_config", None)
+        budget = config.monthly_token_budget if config else None
+        share = Decimal(tokens) / Decimal(budget) if budget else None
+        if share is None:
+            level = "none"
+        elif share >= BUDGET_OVER:
+            level = "over"
+        elif share >= BUDGET_WARNING:
+            level = "warning"
+        else:
+            level = "ok"
+        rows.append(
+            {
+                "site": site,
+                "tokens": tokens,
+                "cost": used.get("cost") or Decimal(0),
+                "budget": budget,
+                "share": share,
+                "share_display": "—" if share is None else f"{share:.0%}",
+                "level": level,
+            }
+        )
+    return rows
+
+
+def costs_view(request: HttpRequest) -> HttpResponse:
+    _require_manager(request)
+    today = timezone.now().date()
+    return TemplateResponse(
+        request,
+        "admin/analytics/costs.html",
+        _admin_context(
+            request,
+            _("Cost per site, month to date"),
+            None,
+            rows=month_to_date_costs(today),
+            month_start=today.replace(day=1),
+            today=today,
+        ),
+    )

@@ -1,0 +1,386 @@
+"""The managers' reports in the admin: access, figures from the aggregate tables, drill-downs,
+CSV exports and the per-site cost view."""
+
+import csv
+import io
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.contrib.staticfiles import finders
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from analytics.exports import safe_cell
+from analytics.models import DailySiteStats, HandoffReasonStats
+from bots.models import BotConfig
+from handoff.models import Rating
+from helpdesk.models import Conversation, Visitor
+from tests.conftest import make_site
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = "admin:analytics_dashboard"
+PAGES = [
+    (DASHBOARD, ()),
+    ("admin:analytics_conversations", ()),
+    ("admin:analytics_export", ("tiles",)),
+    ("admin:analytics_export", ("conversations",)),
+    ("admin:analytics_costs", ()),
+]
+
+
+def make_user(django_user_model, username, *, group=None, **fields):
+    user = django_user_model.objects.create_user(username, password="pw", is_staff=True, **fields)
+    if group:
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
+    return user
+
+
+@pytest.fixture
+def manager(django_user_model):
+    return make_user(django_user_model, "maria", group="Managers")
+
+
+@pytest.fixture
+def agent(django_user_model):
+    return make_user(django_user_model, "alex", group="Agents")
+
+
+@pytest.fixture
+def manager_client(client, manager):
+    client.force_login(manager)
+    return client
+
+
+def today():
+    return timezone.now().date()
+
+
+def stats(site, day, **fields):
+    return DailySiteStats.objects.create(site=site, day=day, **fields)
+
+
+def conversation(site, day, *, score=None, hour=12):
+    visitor = Visitor.objects.create(site=site)
+    conv = Conversation.objects.create(site=site, visitor=visitor)
+    started = timezone.make_aware(datetime.combine(day, time(hour)))
+    # created_at is auto_now_add: move it to the day the test needs.
+    Conversation.objects.filter(pk=conv.pk).update(created_at=started, updated_at=started)
+    if score is not None:
+        Rating.objects.create(conversation=conv, score=score)
+    return conv
+
+
+def read_csv(response):
+    body = b"".join(response.streaming_content).decode("utf-8")
+    assert body.startswith("\ufeff"), "UTF-8 BOM for Excel"
+    return list(csv.reader(io.StringIO(body[1:])))
+
+
+# Access
+
+
+@pytest.mark.parametrize(("name", "args"), PAGES)
+def test_anonymous_is_sent_to_login(client, name, args):
+    response = client.get(reverse(name, args=args))
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
+@pytest.mark.parametrize(("name", "args"), PAGES)
+def test_agent_is_refused(client, agent, name, args):
+    client.force_login(agent)
+    assert client.get(reverse(name, args=args)).status_code == 403
+
+
+@pytest.mark.parametrize(("name", "args"), PAGES)
+def test_manager_and_superuser_see_reports(client, manager, django_user_model, name, args):
+    client.force_login(manager)
+    assert client.get(reverse(name, args=args)).status_code == 200
+    admin = django_user_model.objects.create_superuser("root", password="pw")
+    client.force_login(admin)
+    assert client.get(reverse(name, args=args)).status_code == 200
+
+
+def test_agent_does_not_see_the_report_tables(client, agent, manager):
+    view = Permission.objects.get(codename="view_dailysitestats")
+    agent.user_permissions.add(view)
+    manager.user_permissions.add(view)
+    client.force_login(agent)
+    url = reverse("admin:analytics_dailysitestats_changelist")
+    assert client.get(url).status_code == 403
+    client.force_login(manager)
+    response = client.get(url)
+    assert response.status_code == 200
+    assert reverse(DASHBOARD) in response.content.decode()
+
+
+# Dashboard figures
+
+
+def test_dashboard_totals_come_from_the_daily_rows(manager_client):
+    shop, other = make_site(name="Shop"), make_site(name="Other")
+    day = today() - timedelta(days=3)
+    stats(
+        shop,
+        day,
+        conversations=10,
+        customer_messages=40,
+        autonomous=6,
+        escalated=2,
+        llm_calls=50,
+        llm_errors=5,
+        prompt_tokens=1500,
+        completion_tokens=500,
+        cost=Decimal("0.40"),
+        csat_count=4,
+        csat_sum=18,
+        csat_5=2,
+        csat_4=2,
+        bot_first_token_p50_ms=800,
+        handoffs=2,
+    )
+    stats(
+        shop,
+        day + timedelta(days=1),
+        conversations=30,
+        customer_messages=60,
+        autonomous=14,
+        escalated=6,
+        llm_calls=50,
+        llm_errors=0,
+        prompt_tokens=3000,
+        completion_tokens=1000,
+        cost=Decimal("0.60"),
+        csat_count=1,
+        csat_sum=2,
+        csat_2=1,
+        bot_first_token_p50_ms=1200,
+        handoffs=6,
+    )
+    stats(other, day, conversations=999, llm_calls=1, llm_errors=1)  # another site
+    stats(shop, day - timedelta(days=40), conversations=777)  # outside the range
+    HandoffReasonStats.objects.create(site=shop, day=day, rule="customer_request", count=5)
+    HandoffReasonStats.objects.create(site=shop, day=day, rule="failures", count=3)
+    HandoffReasonStats.objects.create(site=other, day=day, rule="tool", count=50)
+
+    response = manager_client.get(
+        reverse(DASHBOARD),
+        {
+            "site": shop.pk,
+            "start": (day - timedelta(days=1)).isoformat(),
+            "end": today().isoformat(),
+        },
+    )
+
+    assert response.status_code == 200
+    tiles = {tile["key"]: tile for tile in response.context["tiles"]}
+    assert tiles["conversations"]["value"] == 40
+    assert tiles["customer_messages"]["value"] == 100
+    assert tiles["autonomous_rate"]["display"] == "50.0%"
+    assert tiles["escalation_rate"]["display"] == "20.0%"
+    assert tiles["success_rate"]["display"] == "95.0%"  # 1 - 5/100
+    assert tiles["response_time_ms"]["display"] == "1,000 ms"
+    assert tiles["csat_avg"]["display"] == "4.00 / 5"
+    assert tiles["total_tokens"]["value"] == 6000
+    assert tiles["cost_per_1k_tokens"]["display"] == "0.1667"
+    reasons = [(r["rule"], r["count"]) for r in response.context["reasons"]]
+    assert reasons == [("customer_request", 5), ("failures", 3)]
+
+    html = response.content.decode()
+    # Every tile links to its drill-down with the same filters.
+    assert (
+        f"{reverse('admin:analytics_conversations')}?start={(day - timedelta(days=1))}"
+        f"&amp;end={today()}&amp;metric=escalated&amp;site={shop.pk}"
+    ) in html
+    assert "Customer asked for a person" in html
+    assert "coming with question clustering" in html.lower()
+    # Charts: data in a json_script block, Chart.js from static, no inline script.
+    assert 'id="an-chart-data" type="application/json"' in html
+    assert "analytics/vendor/chart.umd.min.js" in html
+    assert "analytics/dashboard.js" in html
+    chart = response.context["chart_data"]
+    volume = chart["charts"]["volume"]["series"]["Conversations"]
+    assert len(chart["labels"]) == len(volume) == 5
+    assert volume[1:3] == [10.0, 30.0]
+
+
+def test_dashboard_defaults_to_the_last_30_days(manager_client):
+    shop = make_site(name="Shop")
+    stats(shop, today() - timedelta(days=29), conversations=3)
+    stats(shop, today() - timedelta(days=30), conversations=100)
+    response = manager_client.get(reverse(DASHBOARD))
+    assert response.context["summary"]["conversations"] == 3
+    assert response.context["filters"].start == today() - timedelta(days=29)
+
+
+def seed(sites: int, days: int):
+    for n in range(sites):
+        site = make_site(name=f"Site {n}")
+        for d in range(days):
+            day = today() - timedelta(days=d)
+            stats(site, day, conversations=1, llm_calls=2)
+            HandoffReasonStats.objects.create(site=site, day=day, rule="tool", count=1)
+    return {"start": (today() - timedelta(days=days)).isoformat(), "end": today().isoformat()}
+
+
+def test_dashboard_queries_do_not_grow_with_days_or_sites(
+    manager_client, django_assert_max_num_queries
+):
+    small = seed(1, 2)
+    with CaptureQueriesContext(connection) as few:
+        assert manager_client.get(reverse(DASHBOARD), small).status_code == 200
+    assert len(few) <= 10
+    DailySiteStats.objects.all().delete()
+    large = seed(6, 90)
+    with django_assert_max_num_queries(len(few)):
+        response = manager_client.get(reverse(DASHBOARD), large)
+    assert response.context["summary"]["conversations"] == 6 * 90
+
+
+# Drill-down
+
+
+def test_drill_down_lists_the_conversations_behind_a_figure(manager_client):
+    shop, other = make_site(name="Shop"), make_site(name="Other")
+    day = today() - timedelta(days=2)
+    rated = conversation(shop, day, score=2)
+    unrated = conversation(shop, day)
+    conversation(shop, day - timedelta(days=5), score=5)  # before the range
+    conversation(other, day, score=1)  # another site
+    url = reverse("admin:analytics_conversations")
+    params = {"start": day.isoformat(), "end": day.isoformat(), "site": shop.pk}
+
+    everything = manager_client.get(url, {**params, "metric": "conversations"})
+    assert {c.pk for c in everything.context["page_obj"]} == {rated.pk, unrated.pk}
+
+    response = manager_client.get(url, {**params, "metric": "rated"})
+    assert [c.pk for c in response.context["page_obj"]] == [rated.pk]
+    html = response.content.decode()
+    assert reverse("admin:handoff_console", args=[rated.pk]) in html
+    assert reverse("admin:helpdesk_conversation_change", args=[rated.pk]) in html
+    assert reverse("admin:handoff_console", args=[unrated.pk]) not in html
+
+    assert manager_client.get(url, {**params, "metric": "nope"}).status_code == 400
+
+
+def test_drill_down_is_paginated(manager_client):
+    shop = make_site(name="Shop")
+    for _ in range(51):
+        conversation(shop, today())
+    url = reverse("admin:analytics_conversations")
+    first = manager_client.get(url)
+    assert len(first.context["page_obj"]) == 50
+    second = manager_client.get(url, {"page": 2})
+    assert len(second.context["page_obj"]) == 1
+
+
+# CSV exports
+
+
+def test_safe_cell_quotes_formulas_only():
+    assert safe_cell("=1+1") == "'=1+1"
+    assert safe_cell("+1") == "'+1"
+    assert safe_cell("-1") == "'-1"
+    assert safe_cell("@SUM(A1)") == "'@SUM(A1)"
+    assert safe_cell("plain") == "plain"
+    assert safe_cell(-3) == -3
+    assert safe_cell(None) == ""
+
+
+def test_tiles_and_daily_exports(manager_client):
+    shop = make_site(name="Shop")
+    day = today() - timedelta(days=1)
+    stats(shop, day, conversations=12, llm_calls=10, llm_errors=1, cost=Decimal("1.5"))
+    stats(shop, day - timedelta(days=1), conversations=8)
+    params = {"start": (day - timedelta(days=1)).isoformat(), "end": day.isoformat()}
+
+    response = manager_client.get(reverse("admin:analytics_export", args=["tiles"]), params)
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    rows = read_csv(response)
+    assert rows[0] == ["figure", "label", "value"]
+    values = {row[0]: row[2] for row in rows[1:]}
+    assert values["conversations"] == "20"
+    assert float(values["success_rate"]) == pytest.approx(0.9)
+
+    rows = read_csv(manager_client.get(reverse("admin:analytics_export", args=["daily"]), params))
+    header = rows[0]
+    assert header[:2] == ["day", "conversations"]
+    by_day = {row[0]: dict(zip(header, row, strict=True)) for row in rows[1:]}
+    assert by_day[day.isoformat()]["conversations"] == "12"
+    assert by_day[(day - timedelta(days=1)).isoformat()]["conversations"] == "8"
+    assert Decimal(by_day[day.isoformat()]["cost"]) == Decimal("1.5")
+
+
+def test_reasons_export(manager_client):
+    shop = make_site(name="Shop")
+    HandoffReasonStats.objects.create(site=shop, day=today(), rule="keyword", count=4)
+    HandoffReasonStats.objects.create(site=shop, day=today(), rule="tool", count=7)
+    rows = read_csv(manager_client.get(reverse("admin:analytics_export", args=["reasons"])))
+    assert rows == [
+        ["rule", "label", "count"],
+        ["tool", "The bot handed off", "7"],
+        ["keyword", "Sensitive topic", "4"],
+    ]
+
+
+def test_conversation_export_one_row_per_conversation_and_guarded(manager_client):
+    shop = make_site(name='=HYPERLINK("http://evil")')
+    day = today() - timedelta(days=1)
+    rated = conversation(shop, day, score=4)
+    plain = conversation(shop, day)
+    conversation(shop, day - timedelta(days=60))  # outside the default range
+    rows = read_csv(manager_client.get(reverse("admin:analytics_export", args=["conversations"])))
+    header, body = rows[0], rows[1:]
+    assert header[:4] == ["conversation", "site", "started", "resolved"]
+    assert {"outcome", "handoff_reason", "rating", "cost"} <= set(header)
+    by_pk = {row[0]: dict(zip(header, row, strict=True)) for row in body}
+    assert set(by_pk) == {str(rated.pk), str(plain.pk)}
+    assert by_pk[str(rated.pk)]["rating"] == "4"
+    assert by_pk[str(plain.pk)]["rating"] == ""
+    assert by_pk[str(rated.pk)]["site"] == '\'=HYPERLINK("http://evil")'
+
+
+# Per-site cost view
+
+
+def test_cost_view_badges_at_80_and_100_percent(manager_client):
+    month_start = today().replace(day=1)
+
+    def site_with(name, budget, tokens):
+        site = make_site(name=name)
+        BotConfig.objects.update_or_create(site=site, defaults={"monthly_token_budget": budget})
+        stats(site, today(), prompt_tokens=tokens, cost=Decimal("2"))
+        # Last month does not count against this month's budget.
+        stats(site, month_start - timedelta(days=1), prompt_tokens=10**9)
+        return site
+
+    site_with("A under", 1000, 500)
+    site_with("B warning", 1000, 850)
+    site_with("C over", 1000, 1200)
+    site_with("D unlimited", None, 5000)
+
+    response = manager_client.get(reverse("admin:analytics_costs"))
+    rows = {row["site"].name: row for row in response.context["rows"]}
+    assert {name: row["level"] for name, row in rows.items()} == {
+        "A under": "ok",
+        "B warning": "warning",
+        "C over": "over",
+        "D unlimited": "none",
+    }
+    assert rows["B warning"]["tokens"] == 850
+    html = response.content.decode()
+    assert html.count("an-badge-warning") == 1
+    assert html.count("an-badge-over") == 1
+    assert "Over budget" in html
+
+
+def test_chart_library_is_vendored():
+    assert finders.find("analytics/vendor/chart.umd.min.js")
+    assert finders.find("analytics/vendor/chart.js.LICENSE.md")
+    assert finders.find("analytics/dashboard.js")

@@ -1,0 +1,78 @@
+"""The short-lived per-process cache of a site's bot settings and knowledge state."""
+
+import pytest
+
+from bots import services, site_cache
+from bots.models import Article, BotConfig
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    site_cache.invalidate()
+    yield
+    site_cache.invalidate()
+
+
+def counting_loader():
+    calls = []
+
+    def load(site_id):
+        calls.append(site_id)
+        return f"bundle {site_id} #{len(calls)}"
+
+    return load, calls
+
+
+def test_a_ttl_of_zero_reads_on_every_call(settings):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 0
+    load, calls = counting_loader()
+    assert site_cache.get(1, load) == "bundle 1 #1"
+    assert site_cache.get(1, load) == "bundle 1 #2"
+    assert calls == [1, 1]
+
+
+def test_without_the_setting_the_cache_is_off(settings, monkeypatch):
+    del settings.HELPDESK_SITE_CACHE_SECONDS
+    monkeypatch.delenv("HELPDESK_SITE_CACHE_SECONDS", raising=False)
+    assert site_cache.ttl_seconds() == 0
+
+
+def test_within_the_ttl_a_site_is_read_once(settings):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 60
+    load, calls = counting_loader()
+    assert site_cache.get(1, load) == "bundle 1 #1"
+    assert site_cache.get(1, load) == "bundle 1 #1"
+    assert site_cache.get(2, load) == "bundle 2 #2"
+    assert calls == [1, 2]
+
+
+def test_an_expired_entry_is_read_again(settings, monkeypatch):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 2
+    load, calls = counting_loader()
+    site_cache.get(1, load)
+    assert calls == [1]
+    later = site_cache.monotonic() + 3
+    monkeypatch.setattr(site_cache, "monotonic", lambda: later)
+    assert site_cache.get(1, load) == "bundle 1 #2"
+
+
+@pytest.mark.django_db
+def test_the_bundle_carries_settings_and_knowledge_state(site):
+    BotConfig.objects.filter(site=site).delete()
+    bundle = services.load_site_bundle(site.pk)
+    assert BotConfig.objects.filter(site=site).exists()
+    assert (bundle.site_id, bundle.name, bundle.scope) == (site.pk, site.name, site.scope)
+    published = Article.objects.filter(site=site, is_published=True)
+    assert bundle.state["articles_count"] == published.count()
+    assert bundle.state["articles_newest"] == published.latest("updated_at").updated_at
+
+
+@pytest.mark.django_db
+def test_saving_an_article_drops_the_sites_entry_in_this_process(site, settings):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 60
+    before = site_cache.get(site.pk, services.load_site_bundle)
+    assert site_cache.get(site.pk, services.load_site_bundle) is before
+    Article.objects.create(site=site, title="New", body="Something new.", tags=[])
+    after = site_cache.get(site.pk, services.load_site_bundle)
+    assert after is not before
+    assert after.state["articles_count"] == before.state["articles_count"] + 1

@@ -213,31 +213,16 @@ def _cache_key(turn: services.Turn) -> str | None:
     return f"bots:answer:{turn.site_id}:{turn.knowledge_version}:{digest}"
 
 
-def start_moderation(question: str) -> "asyncio.Task | None":
-    """Start the provider's moderation of a customer message, if it is wanted.
-
-    The consumer starts it before its escalation check so the round trip overlaps that and
-    the turn's read; pass the task to `reply()`, or cancel it if the bot will not answer.
-    """
-    if not _moderation_wanted():
-        return None
-    return asyncio.create_task(_moderate(redact(question).text))
-
-
 async def reply(
-    *,
-    conversation_id: int,
-    message_id: int,
-    question: str | None = None,
-    moderation: "asyncio.Task | None" = None,
+    *, conversation_id: int, message_id: int, question: str | None = None
 ) -> AsyncIterator[BotEvent]:
     """Answer the customer message `message_id`: deltas, then the stored answer.
 
-    Passing the message's text lets moderation start while the turn is read; passing a
-    task from `start_moderation()` uses the one already under way.
+    Passing the message's text lets moderation start while the turn is read.
     """
-    if moderation is None and question is not None:
-        moderation = start_moderation(question)
+    moderation = None
+    if question is not None and _moderation_wanted():
+        moderation = asyncio.create_task(_moderate(redact(question).text))
     try:
         turn = await database_sync_to_async(services.prepare_turn)(
             conversation_id=conversation_id,

@@ -303,41 +303,17 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def answer(self, conversation_id: int, message_id: int, question: str) -> None:
         group = conversation_group(conversation_id)
 
-        # The answer's frames go straight to this connection and through the channel layer
-        # to everyone else following the conversation (other tabs, agents), which saves the
-        # customer the layer's round trip. Status changes go only through the layer, so after
-        # one the rest of the answer does too, keeping the frames in order.
-        direct = True
-
         async def relay(frame: dict) -> None:
-            nonlocal direct
             event = {"conversation": conversation_id, **frame}
-            skip = None
-            if direct and self.conversation_id == conversation_id:
-                try:
-                    await self.send_frame(event)
-                except Exception:
-                    direct = False
-                else:
-                    skip = self.channel_name
             await self.channel_layer.group_send(
-                group, {"type": "conversation.frame", "frame": event, "skip": skip}
+                group, {"type": "conversation.frame", "frame": event, "skip": None}
             )
 
         async with self.answer_lock:
-            # Moderation's round trip to the provider overlaps the escalation check.
-            moderation = engine.start_moderation(question)
-            try:
-                escalation = await database_sync_to_async(handoff_escalation.maybe_escalate)(
-                    message_id=message_id
-                )
-            except BaseException:
-                if moderation is not None:
-                    moderation.cancel()
-                raise
+            escalation = await database_sync_to_async(handoff_escalation.maybe_escalate)(
+                message_id=message_id
+            )
             if escalation is not None:
-                if moderation is not None:
-                    moderation.cancel()
                 await publish_status_change(self.channel_layer, escalation.status_change)
                 return
             # The typing frame goes out while the engine starts; it is awaited before the
@@ -345,14 +321,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             typing = asyncio.create_task(relay({"type": "typing", "author": "bot", "active": True}))
             try:
                 async for event in engine.reply(
-                    conversation_id=conversation_id,
-                    message_id=message_id,
-                    question=question,
-                    moderation=moderation,
+                    conversation_id=conversation_id, message_id=message_id, question=question
                 ):
                     await typing
                     if isinstance(event, engine.StatusChanged):
-                        direct = False
                         await publish_status_change(self.channel_layer, event.change)
                     else:
                         await relay(_frame_of(event))
@@ -368,8 +340,6 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 )
             finally:
                 await typing
-                # Off the path to the first token: the trailing frame keeps its old timing.
-                direct = False
                 await relay({"type": "typing", "author": "bot", "active": False})
             escalation = await database_sync_to_async(handoff_escalation.escalate_after_bot)(
                 conversation_id=conversation_id,

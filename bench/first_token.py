@@ -60,6 +60,39 @@ def report(name: str, values: list[float]) -> str:
     )
 
 
+async def start_server(env: dict, port: int) -> subprocess.Popen:
+    """Helpdesk under uvicorn in a subprocess, once it accepts connections."""
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "helpdesk.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--ws",
+            "websockets-sansio",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return server
+        except OSError:
+            await asyncio.sleep(0.1)
+    server.terminate()
+    raise RuntimeError("uvicorn did not start")
+
+
 def manage(env: dict, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -167,34 +200,8 @@ async def main_async(args) -> None:
         .replace("sys.argv[2]", repr(key))
         .replace("sys.argv[3]", repr(str(args.articles))),
     )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "helpdesk.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--ws",
-            "websockets-sansio",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    server = await start_server(env, port)
     try:
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                await asyncio.sleep(0.1)
         url = f"ws://127.0.0.1:{port}/ws/widget/{key}/"
         per_conversation = max(1, args.turns // args.conversations)
         # Warm-up: the first turn pays for imports and connection setup.

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.first_token import free_port, manage, report  # noqa: E402
+from bench.first_token import free_port, manage, report, start_server  # noqa: E402
 
 SETUP = """
 from django.contrib.auth import get_user_model
@@ -76,35 +75,9 @@ async def main_async(args) -> None:
         )
     manage(env, "migrate", "--noinput", "-v", "0")
     key, session = manage(env, "shell", "-c", SETUP).strip().splitlines()[-1].split()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "helpdesk.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--ws",
-            "websockets-sansio",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    server = await start_server(env, port)
     timings: dict[str, list[float]] = {"visitor->agent": [], "agent->visitor": []}
     try:
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                await asyncio.sleep(0.1)
         base = f"ws://127.0.0.1:{port}"
         visitors = []
         for _ in range(args.conversations):

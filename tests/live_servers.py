@@ -42,6 +42,19 @@ class ASGITestServer:
         self.url = f"http://127.0.0.1:{port}"
         return self
 
+    def wait_idle(self, timeout: float = 10) -> None:
+        """Wait until every connection's ASGI app has returned.
+
+        Channels keeps one channel layer per process, and the Redis layer refuses a receive
+        from a second event loop while one is pending: a consumer still closing in this
+        server's loop would break the next test's consumers, which run in the test's loop.
+        """
+        deadline = time.monotonic() + timeout
+        while self.server.server_state.tasks:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the ASGI test server's connections did not close")
+            time.sleep(0.02)
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)

@@ -65,7 +65,7 @@ def host_page(transactional_db, helpdesk_server, business_site) -> str:
 
 
 @pytest.fixture
-def chromium(transactional_db):
+def chromium(transactional_db, helpdesk_server):
     # Playwright's sync API keeps an event loop running in this thread, and Django refuses
     # ORM calls from such a thread; a browser per test starts after the database is set up
     # and is gone before the database is flushed.
@@ -75,6 +75,7 @@ def chromium(transactional_db):
         )
         yield browser
         browser.close()
+    helpdesk_server.wait_idle()
 
 
 @pytest.fixture

@@ -54,6 +54,14 @@ def _text(frame: dict, field: str, limit: int = 4000) -> str:
     return value.strip()
 
 
+def _client_id(frame: dict) -> str | int | None:
+    """The frame's `id`, echoed in its error so a client can tell which request failed."""
+    value = frame.get("id")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return value[:100] if isinstance(value, str) else value
+
+
 class AgentConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -68,9 +76,16 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.following: set[int] = set()
         for site_id in self.site_ids:
             await self.channel_layer.group_add(agents_group(site_id), self.channel_name)
+        # Counted before the first frame can arrive: a `presence` frame from this socket must
+        # never be followed by the offline of a tab that closed before it opened.
+        await database_sync_to_async(services.agent_socket_opened)(user=user)
+        self.counted = True
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            self.counted = False
+            await database_sync_to_async(services.agent_socket_closed)(user=self.user)
         for site_id in getattr(self, "site_ids", ()):
             await self.channel_layer.group_discard(agents_group(site_id), self.channel_name)
         for conversation_id in getattr(self, "following", ()):
@@ -89,7 +104,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 raise HandoffError("invalid_json", "The frame is not valid JSON.") from None
             if not isinstance(frame, dict):
                 raise HandoffError("invalid_json", "The frame must be a JSON object.")
-            client_id = frame.get("id") if isinstance(frame.get("id"), str) else None
+            client_id = _client_id(frame)
             handler = getattr(self, f"on_{frame.get('type')}", None)
             if not isinstance(frame.get("type"), str) or handler is None:
                 raise HandoffError("unknown_type", f"Unknown frame type {frame.get('type')!r:.40}.")
@@ -211,6 +226,15 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(services.set_agent_online)(
             user=self.user, online=bool(frame.get("online"))
         )
+
+    async def on_notifications(self, frame: dict) -> None:
+        enabled = frame.get("enabled")
+        if not isinstance(enabled, bool):
+            raise HandoffError("invalid_field", "The field 'enabled' must be true or false.")
+        await database_sync_to_async(services.set_agent_notifications)(
+            user=self.user, enabled=enabled
+        )
+        await self.send_frame({"type": "notifications", "enabled": enabled})
 
     # Channel-layer events
 

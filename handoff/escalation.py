@@ -5,12 +5,14 @@ conversation, and `escalate_after_bot` when the bot itself asked for a person (a
 a moderation flag) or has just failed once too often.
 """
 
+from django.db.models import Max
+from django.db.models.functions import Coalesce
 from django.utils import translation
 from django.utils.translation import gettext
 
 from handoff import services
 from handoff.models import Handoff
-from handoff.policy import PolicyConfig, TurnFacts, bot_outcome, evaluate
+from handoff.policy import PolicyConfig, TurnFacts, bot_outcome, evaluate, priority_for
 from helpdesk.models import Message
 
 
@@ -20,7 +22,17 @@ def _notice(language: str) -> str:
 
 
 def _recent_outcomes(conversation_id: int, before_seq: int | None, limit: int) -> tuple[str, ...]:
+    """The outcomes of the bot's latest answers since a person last had the conversation.
+
+    A streak that led to a handoff must not count again once an agent returns the
+    conversation to the bot: only answers given after the last handoff closed count.
+    """
     answers = Message.objects.filter(conversation_id=conversation_id, author=Message.Author.BOT)
+    since = Handoff.objects.filter(conversation_id=conversation_id).aggregate(
+        since=Max(Coalesce("resolved_at", "created_at"))
+    )["since"]
+    if since is not None:
+        answers = answers.filter(created_at__gt=since)
     if before_seq is not None:
         answers = answers.filter(seq__lt=before_seq)
     rows = answers.order_by("-seq").values_list("answer_source", "text", "state")[:limit]
@@ -76,6 +88,7 @@ def escalate_after_bot(
             rule=rule,
             reason=conversation.escalation_reason,
             notice=_notice(conversation.language or conversation.visitor.language),
+            priority=priority_for(rule),
         )
     if conversation.status != Conversation.Status.BOT:
         return None

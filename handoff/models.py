@@ -228,6 +228,7 @@ class Webhook(models.Model):
         HANDOFF_CLAIMED = "handoff.claimed", _("Handoff claimed")
         CONVERSATION_RESOLVED = "conversation.resolved", _("Conversation resolved")
         RATING_RECEIVED = "rating.received", _("Rating received")
+        BUDGET_CROSSED = "budget.crossed", _("Monthly token budget crossed")
 
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="webhooks")
     url = models.URLField(max_length=500)

@@ -14,7 +14,7 @@ Rules, checked in this order; the first that fires wins:
  1    moderation         moderation flagged the message               2, default team
  2    customer_request   the customer asks for a person (EN, ZH)      1, default team
  3    keyword            a site's sensitive-topic keyword appears     the topic's
- 4    sentiment          angry or distressed customer (if enabled)    1, default team
+ 4    sentiment          angry or distressed customer (if enabled)    2, default team
  5    failures           the bot's last N answers all failed          0, default team
  6    provider_down      the LLM provider is down                     0, default team
 ====  =================  ===========================================  ===================
@@ -22,7 +22,9 @@ Rules, checked in this order; the first that fires wins:
 Why this order: a flagged message needs review whatever else it says; an explicit request
 for a person beats anything inferred; a configured topic knows where to route (its team),
 which sentiment cannot; a failure streak and an outage are about the bot rather than the
-message, so a message-based reason tells the agent more when both apply.
+message, so a message-based reason tells the agent more when both apply. The priorities are
+RULE_PRIORITY's, also used by escalations that do not come through `evaluate` (a moderation
+flag or a tool call found after the bot's answer, in handoff.escalation).
 """
 
 import re
@@ -45,6 +47,7 @@ __all__ = [
     "TurnFacts",
     "bot_outcome",
     "evaluate",
+    "priority_for",
 ]
 
 # -- the snapshot ------------------------------------------------------------------------
@@ -115,6 +118,27 @@ class Decision:
 
 
 NO_ESCALATION = Decision(escalate=False, rule=None, reason="")
+
+# Queue priority per rule (higher first); a sensitive topic brings its own. Moderation and an
+# angry customer are the urgent ones: someone should look before the customer leaves.
+PRIORITY_HIGH = 2
+PRIORITY_NORMAL = 1
+PRIORITY_LOW = 0
+RULE_PRIORITY = {
+    Handoff.Rule.MODERATION: PRIORITY_HIGH,
+    Handoff.Rule.SENTIMENT: PRIORITY_HIGH,
+    Handoff.Rule.CUSTOMER: PRIORITY_NORMAL,
+    Handoff.Rule.KEYWORD: PRIORITY_NORMAL,
+    Handoff.Rule.TOOL: PRIORITY_LOW,
+    Handoff.Rule.FAILURES: PRIORITY_LOW,
+    Handoff.Rule.PROVIDER_DOWN: PRIORITY_LOW,
+}
+
+
+def priority_for(rule: str) -> int:
+    """The queue priority of a handoff for `rule`, wherever the escalation comes from."""
+    return RULE_PRIORITY.get(rule, PRIORITY_LOW)
+
 
 # -- bot outcomes ------------------------------------------------------------------------
 
@@ -219,11 +243,12 @@ _ASK_FOR_PERSON_EN = tuple(
         r"customer\s+service)s?(?:\s+(?:please|pls|plz|now))?[^a-z0-9\u3400-\u9fff]*$",
     )
 )
-# Not a request: a negation at most two words before it ("I don't need to talk to a human"),
-# or a story ("I was talking to a person in your store").
+# Not a request: a negation at most three words before it in the same clause ("I don't
+# really need to talk to a human", "no need for an agent"; a comma ends the window, so "I
+# don't know, talk to a human" still asks), or a story ("I was talking to a person").
 _NOT_A_REQUEST_EN = re.compile(
-    rf"{_WORD_START}(?:(?:don't|dont|do\s+not|doesn't|does\s+not|no\s+need\s+(?:to|for)|not|"
-    rf"never|without)\s+(?:[a-z']+\s+){{0,2}}|(?:was|were|been)\s+)$",
+    rf"{_WORD_START}(?:(?:don't|dont|do\s+not|doesn't|does\s+not|didn't|did\s+not|"
+    rf"no\s+need\s+(?:to|for)|not|never|without)\s+(?:[a-z']+\s+){{0,3}}|(?:was|were|been)\s+)$",
     _EN,
 )
 
@@ -235,18 +260,41 @@ _ASK_FOR_PERSON_ZH = re.compile(
     r"^[^\u3400-\u9fffa-z0-9]*(?:人工|客服)[吧啊呢呀]?[^\u3400-\u9fffa-z0-9]*$",
     re.IGNORECASE,
 )
-_NEGATED_ZH = re.compile(r"(?:不用|不需要|不要|别|別|無需|无需|不必|不想|不)\s*$")
+# The negation window in Chinese: a negation right before the phrase, or a few characters
+# before it with only "me / help / again / go / find / transfer" between ("别给我转人工").
+# A negation may also end inside the phrase's own start: in 不需要人工 the phrase 要人工 is
+# found after 不需. Punctuation is not in the filler class, so "不用了，我要人工客服" asks.
+_NEGATED_ZH = re.compile(
+    r"(?:不用|不需要?|不要|不想|不必|无需|無需|没必要|沒必要|用不着|用不著|别|別|不)"
+    r"[我你帮幫给給再去找转轉接\s]{0,3}$"
+)
+_ZH_WINDOW = 6
 
 
 def _asks_for_person(text: str) -> str | None:
     """The phrase in which the customer asks for a person, or None."""
+    # Spans of negated phrases: a phrase overlapping one is negated too, so in "I don't think
+    # I need a real person" the "real person" inside the negated "need a real person" is.
+    negated: list[tuple[int, int]] = []
+
+    def within_negated(match: re.Match) -> bool:
+        return any(match.start() < end and start < match.end() for start, end in negated)
+
+    candidates = []
     for pattern in _ASK_FOR_PERSON_EN:
         for match in pattern.finditer(text):
-            if not _NOT_A_REQUEST_EN.search(text, 0, match.start()):
-                return match.group().strip(" .,!?;:")
+            if _NOT_A_REQUEST_EN.search(text, 0, match.start()):
+                negated.append(match.span())
+            else:
+                candidates.append((match, match.group().strip(" .,!?;:")))
     for match in _ASK_FOR_PERSON_ZH.finditer(text):
-        if not _NEGATED_ZH.search(text[max(0, match.start() - 4) : match.start()]):
-            return match.group().strip()
+        if _NEGATED_ZH.search(text[max(0, match.start() - _ZH_WINDOW) : match.start()]):
+            negated.append(match.span())
+        else:
+            candidates.append((match, match.group().strip()))
+    for match, phrase in candidates:
+        if not within_negated(match):
+            return phrase
     return None
 
 
@@ -406,12 +454,20 @@ def evaluate(facts: TurnFacts, config: PolicyConfig) -> Decision:
     team = config.default_team_id
 
     if facts.moderation_flagged:
-        return _escalate(Handoff.Rule.MODERATION, "Message flagged by moderation", 2, team)
+        return _escalate(
+            Handoff.Rule.MODERATION,
+            "Message flagged by moderation",
+            priority_for(Handoff.Rule.MODERATION),
+            team,
+        )
 
     if text.strip():
         if phrase := _asks_for_person(text):
             return _escalate(
-                Handoff.Rule.CUSTOMER, f"Customer asked for a person: {_quote(phrase)}", 1, team
+                Handoff.Rule.CUSTOMER,
+                f"Customer asked for a person: {_quote(phrase)}",
+                priority_for(Handoff.Rule.CUSTOMER),
+                team,
             )
 
         # sorted() is stable: on equal priority the first configured topic wins.
@@ -430,7 +486,7 @@ def evaluate(facts: TurnFacts, config: PolicyConfig) -> Decision:
                 return _escalate(
                     Handoff.Rule.SENTIMENT,
                     f"Angry or distressed customer (score {score}): {', '.join(signals)}",
-                    1,
+                    priority_for(Handoff.Rule.SENTIMENT),
                     team,
                 )
 
@@ -441,13 +497,16 @@ def evaluate(facts: TurnFacts, config: PolicyConfig) -> Decision:
         return _escalate(
             Handoff.Rule.FAILURES,
             f"The bot failed {threshold} times in a row ({kinds})",
-            0,
+            priority_for(Handoff.Rule.FAILURES),
             team,
         )
 
     if facts.provider_down:
         return _escalate(
-            Handoff.Rule.PROVIDER_DOWN, "The AI assistant is unavailable (provider down)", 0, team
+            Handoff.Rule.PROVIDER_DOWN,
+            "The AI assistant is unavailable (provider down)",
+            priority_for(Handoff.Rule.PROVIDER_DOWN),
+            team,
         )
 
     return NO_ESCALATION

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 from django.db import IntegrityError, connection, transaction
@@ -619,6 +620,47 @@ def set_agent_online(*, user, online: bool) -> None:
         if changed:
             for site_id in profile.sites.values_list("id", flat=True):
                 _publish_site_queue(site_id)
+
+
+# How many /ws/agent/ sockets each agent has open, across every ASGI worker: the cache is
+# shared (Redis) in production and incr/decr are atomic there. An agent may work in several
+# tabs; only the last one closing takes them offline. No expiry, since a socket may live for
+# days; the cost is that a worker killed with sockets open leaves its count too high until
+# the cache is cleared, so such an agent stays online until they switch "Available" off.
+_SOCKETS_KEY = "handoff:agent-sockets:{}"
+
+
+def agent_socket_opened(*, user) -> int:
+    """Count one more open agent socket of `user`; returns how many are open."""
+    key = _SOCKETS_KEY.format(user.pk)
+    cache.add(key, 0, timeout=None)
+    try:
+        return cache.incr(key)
+    except ValueError:
+        # Cleared between add and incr.
+        cache.add(key, 1, timeout=None)
+        return 1
+
+
+def agent_socket_closed(*, user) -> int:
+    """Count one socket fewer; the last one closing marks the agent offline (so
+    auto-assignment skips them and waiting customers hear how many agents are left)."""
+    key = _SOCKETS_KEY.format(user.pk)
+    try:
+        left = cache.decr(key)
+    except ValueError:
+        left = 0
+    if left <= 0:
+        cache.delete(key)
+        set_agent_online(user=user, online=False)
+    return max(0, left)
+
+
+def set_agent_notifications(*, user, enabled: bool) -> bool:
+    """The agent's own switch for the browser notification and sound on new handoffs."""
+    profile, _ = AgentProfile.objects.get_or_create(user=user)
+    AgentProfile.objects.filter(pk=profile.pk).update(notifications=enabled)
+    return enabled
 
 
 def mark_abandoned_handoffs(*, now: datetime | None = None) -> int:

@@ -148,6 +148,7 @@ def queue_view(request: HttpRequest) -> HttpResponse:
         "site_filter": site_filter,
         "state_filter": state_filter,
         "online": online,
+        "notify": notify,
         "queue_config": config,
     }
     return TemplateResponse(request, "admin/handoff/queue.html", context)

@@ -339,95 +339,36 @@
     send({ type: 'typing', conversation: CONV, active: false });
   }
 
-  // ---- the socket ------------------------------------------------------------------------------
-  var ws = null;
-  var attempts = 0;
-  var reconnectTimer = 0;
-  var pingTimer = 0;
-  var lastRx = 0;
+  // ---- the socket (static/helpdesk/reconnecting-socket.js) ----------------------------------
   var resyncing = false;
   var resendPending = false; // the next transcript follows a (re)connect
 
-  function wsUrl() {
-    return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + (cfg.wsPath || '/ws/agent/');
-  }
-  function send(obj) {
-    if (!ws || ws.readyState !== 1) return false;
-    try { ws.send(JSON.stringify(obj)); return true; } catch (e) { return false; }
-  }
-  function setConnection(state) {
-    root.setAttribute('data-connection', state);
-    connEl.textContent = state === 'live' ? L.live : state === 'connecting' && !attempts ? L.connecting : L.reconnecting;
-    refreshControls();
-  }
-  function connect() {
-    clearTimeout(reconnectTimer);
-    reconnectTimer = 0;
-    if (ws) return;
-    setConnection('connecting');
-    var sock;
-    try { sock = new WebSocket(wsUrl()); } catch (e) { scheduleReconnect(); return; }
-    ws = sock;
-    sock.onopen = function () {
-      if (ws !== sock) return;
-      lastRx = Date.now();
-      attempts = 0;
+  var socket = window.HelpdeskSocket({
+    url: function () {
+      return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + (cfg.wsPath || '/ws/agent/');
+    },
+    pingMs: PING_MS,
+    deadMs: DEAD_MS,
+    onConnecting: function () { setConnection('connecting'); },
+    onOpen: function () {
       setConnection('live');
       resyncing = true;
       resendPending = true;
       send({ type: 'open', conversation: CONV });
-      clearInterval(pingTimer);
-      pingTimer = setInterval(ping, PING_MS);
-    };
-    sock.onmessage = function (e) {
-      if (ws !== sock) return;
-      lastRx = Date.now();
-      if (typeof e.data !== 'string') return;
-      var f;
-      try { f = JSON.parse(e.data); } catch (err) { return; }
-      if (!f || typeof f.type !== 'string') return;
-      try { handle(f); } catch (err) { console.error('Helpdesk: cannot handle', f.type, err); }
-    };
-    sock.onclose = function () { if (ws === sock) lost(); };
-  }
-  function ping() {
-    if (!ws) return;
-    if (Date.now() - lastRx > DEAD_MS) { drop(); lost(); return; }
-    send({ type: 'ping' });
-  }
-  function drop() {
-    var sock = ws;
-    ws = null;
-    clearInterval(pingTimer);
-    if (sock) {
-      sock.onopen = sock.onmessage = sock.onclose = sock.onerror = null;
-      try { sock.close(); } catch (e) { /* already closed */ }
-    }
-  }
-  function lost() {
-    ws = null;
-    clearInterval(pingTimer);
-    typingOn = false;
-    hideVisitorTyping();
-    setConnection('down');
-    scheduleReconnect();
-  }
-  function scheduleReconnect() {
-    if (reconnectTimer) return;
-    var delay = Math.min(10000, 500 * Math.pow(2, attempts));
-    attempts += 1;
-    delay += Math.random() * delay * 0.3;
-    reconnectTimer = setTimeout(connect, delay);
-  }
-  function reconnectNow() {
-    if (ws) return;
-    attempts = 0;
-    connect();
-  }
-  window.addEventListener('online', reconnectNow);
-  document.addEventListener('visibilitychange', function () {
-    if (document.visibilityState === 'visible') reconnectNow();
+    },
+    onFrame: function (f) { handle(f); },
+    onLost: function () {
+      typingOn = false;
+      hideVisitorTyping();
+      setConnection('down');
+    },
   });
+  function send(obj) { return socket.send(obj); }
+  function setConnection(state) {
+    root.setAttribute('data-connection', state);
+    connEl.textContent = state === 'live' ? L.live : state === 'connecting' && !socket.attempts() ? L.connecting : L.reconnecting;
+    refreshControls();
+  }
   // Frames were lost (a seq skipped): ask for the whole transcript again.
   function resync() {
     if (resyncing) return;
@@ -580,5 +521,5 @@
   setConnection('connecting');
   if (handoff) setHandoff(handoff);
   scrollDown(true);
-  connect();
+  socket.connect();
 })();

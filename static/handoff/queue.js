@@ -3,7 +3,8 @@
  * Plain ES2017, no dependencies, no build step. The table arrives rendered by the server
  * (templates/admin/handoff/queue.html); this script asks for the queue over /ws/agent/,
  * follows `handoff` frames, ticks the waiting times every second, highlights rows waiting
- * longer than their site's alert, and beeps and notifies on new handoffs ("Notify me").
+ * longer than their site's alert, and beeps and notifies on new handoffs ("Notify me", saved
+ * on the agent's profile).
  * Every piece of user text goes through textContent.
  */
 (function () {
@@ -22,7 +23,9 @@
   var DEFAULT_ALERT = cfg.defaultWaitAlert || 300;
   var PING_MS = 25000;
   var DEAD_MS = 60000;
-  var NOTIFY_KEY = 'helpdesk:agent:notify';
+  // This tab's wish to be available, kept across a reload: the server marks the agent away
+  // when their last socket closes, which a reload does for a moment.
+  var AVAILABLE_KEY = 'helpdesk:agent:available';
   var OPEN = { waiting: true, assigned: true };
 
   var tbody = $('hd-queue-rows');
@@ -183,17 +186,8 @@
   function tickAll() { Array.prototype.forEach.call(tbody.rows, tick); }
 
   // ---- notifications: a beep and a browser notification on `created` ---------------------------
-  function storedNotify() {
-    try {
-      var v = window.localStorage.getItem(NOTIFY_KEY);
-      if (v === 'on') return true;
-      if (v === 'off') return false;
-    } catch (e) { /* storage blocked */ }
-    return cfg.notifyDefault !== false;
-  }
-  function storeNotify(on) {
-    try { window.localStorage.setItem(NOTIFY_KEY, on ? 'on' : 'off'); } catch (e) { /* blocked */ }
-  }
+  // The switch is the agent's profile setting (AgentProfile.notifications), rendered into the
+  // page and saved with a `notifications` frame, so it follows the agent to every browser.
   var canNotify = typeof window.Notification === 'function';
   function refreshPermissionButton() {
     permissionBtn.hidden = !(notifyBox.checked && canNotify && Notification.permission === 'default');
@@ -251,9 +245,13 @@
     } catch (e) { /* e.g. a browser that only notifies from a service worker */ }
   }
 
-  notifyBox.checked = storedNotify();
+  notifyBox.checked = cfg.notifyDefault !== false;
   notifyBox.addEventListener('change', function () {
-    storeNotify(notifyBox.checked);
+    if (!send({ type: 'notifications', enabled: notifyBox.checked })) {
+      notifyBox.checked = !notifyBox.checked;
+      showError(L.reconnecting);
+      return;
+    }
     if (notifyBox.checked) { unlockAudio(); askPermission(); }
     refreshPermissionButton();
   });
@@ -262,96 +260,35 @@
   document.addEventListener('keydown', unlockAudio, { capture: true });
   refreshPermissionButton();
 
-  // ---- the socket ------------------------------------------------------------------------------
-  var ws = null;
-  var attempts = 0;
-  var reconnectTimer = 0;
-  var pingTimer = 0;
-  var lastRx = 0;
-
-  function wsUrl() {
-    return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + (cfg.wsPath || '/ws/agent/');
-  }
-  function send(obj) {
-    if (!ws || ws.readyState !== 1) return false;
-    try { ws.send(JSON.stringify(obj)); return true; } catch (e) { return false; }
-  }
+  // ---- the socket (static/helpdesk/reconnecting-socket.js) ----------------------------------
+  var socket = window.HelpdeskSocket({
+    url: function () {
+      return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + (cfg.wsPath || '/ws/agent/');
+    },
+    pingMs: PING_MS,
+    deadMs: DEAD_MS,
+    onConnecting: function () { setConnection('connecting'); },
+    onOpen: function () {
+      setConnection('live');
+      send({ type: 'queue' });
+      // Said again on every connection: the server marks us away when our last tab closes.
+      if (presenceBox.checked) send({ type: 'presence', online: true });
+    },
+    onFrame: function (f) { handle(f); },
+    onLost: function () { setConnection('down'); },
+  });
+  function send(obj) { return socket.send(obj); }
   function isLive() { return root.getAttribute('data-connection') === 'live'; }
   function setConnection(state) {
     root.setAttribute('data-connection', state);
-    connEl.textContent = state === 'live' ? L.live : state === 'connecting' && !attempts ? L.connecting : L.reconnecting;
+    connEl.textContent = state === 'live' ? L.live : state === 'connecting' && !socket.attempts() ? L.connecting : L.reconnecting;
     // A claim needs the socket: the buttons wait for it rather than lose a click.
     Array.prototype.forEach.call(tbody.querySelectorAll('button.hd-claim'), function (b) {
       b.disabled = state !== 'live';
     });
     presenceBox.disabled = state !== 'live';
+    notifyBox.disabled = state !== 'live';
   }
-  function connect() {
-    clearTimeout(reconnectTimer);
-    reconnectTimer = 0;
-    if (ws) return;
-    setConnection('connecting');
-    var sock;
-    try { sock = new WebSocket(wsUrl()); } catch (e) { scheduleReconnect(); return; }
-    ws = sock;
-    sock.onopen = function () {
-      if (ws !== sock) return;
-      lastRx = Date.now();
-      attempts = 0;
-      setConnection('live');
-      send({ type: 'queue' });
-      // Said again on every connection: the server may have marked us away meanwhile.
-      if (presenceBox.checked) send({ type: 'presence', online: true });
-      clearInterval(pingTimer);
-      pingTimer = setInterval(ping, PING_MS);
-    };
-    sock.onmessage = function (e) {
-      if (ws !== sock) return;
-      lastRx = Date.now();
-      if (typeof e.data !== 'string') return;
-      var f;
-      try { f = JSON.parse(e.data); } catch (err) { return; }
-      if (!f || typeof f.type !== 'string') return;
-      try { handle(f); } catch (err) { console.error('Helpdesk: cannot handle', f.type, err); }
-    };
-    sock.onclose = function () { if (ws === sock) lost(); };
-  }
-  function ping() {
-    if (!ws) return;
-    if (Date.now() - lastRx > DEAD_MS) { drop(); lost(); return; }
-    send({ type: 'ping' });
-  }
-  function drop() {
-    var sock = ws;
-    ws = null;
-    clearInterval(pingTimer);
-    if (sock) {
-      sock.onopen = sock.onmessage = sock.onclose = sock.onerror = null;
-      try { sock.close(); } catch (e) { /* already closed */ }
-    }
-  }
-  function lost() {
-    ws = null;
-    clearInterval(pingTimer);
-    setConnection('down');
-    scheduleReconnect();
-  }
-  function scheduleReconnect() {
-    if (reconnectTimer) return;
-    var delay = Math.min(10000, 500 * Math.pow(2, attempts));
-    attempts += 1;
-    delay += Math.random() * delay * 0.3;
-    reconnectTimer = setTimeout(connect, delay);
-  }
-  function reconnectNow() {
-    if (ws) return;
-    attempts = 0;
-    connect();
-  }
-  window.addEventListener('online', reconnectNow);
-  document.addEventListener('visibilitychange', function () {
-    if (document.visibilityState === 'visible') reconnectNow();
-  });
 
   // ---- frames ----------------------------------------------------------------------------------
   function handle(f) {
@@ -369,6 +306,10 @@
         break;
       case 'claimed':
         if (f.handoff) upsert(f.handoff);
+        break;
+      case 'notifications':
+        notifyBox.checked = f.enabled === true;
+        refreshPermissionButton();
         break;
       case 'error':
         showError(f.message || f.code || 'Error');
@@ -390,11 +331,21 @@
     refreshEmpty();
   }
 
+  function sessionValue(key, value) {
+    try {
+      if (value === undefined) return window.sessionStorage.getItem(key);
+      window.sessionStorage.setItem(key, value);
+    } catch (e) { /* storage blocked */ }
+    return null;
+  }
+  if (sessionValue(AVAILABLE_KEY) === 'on') presenceBox.checked = true;
   presenceBox.addEventListener('change', function () {
     if (!send({ type: 'presence', online: presenceBox.checked })) {
       presenceBox.checked = !presenceBox.checked;
       showError(L.reconnecting);
+      return;
     }
+    sessionValue(AVAILABLE_KEY, presenceBox.checked ? 'on' : 'off');
   });
 
   tbody.addEventListener('click', function (e) {
@@ -410,5 +361,5 @@
   // Twice a second, so a row's clock is never more than half a second behind its seconds;
   // tick() only touches the DOM when the text changes.
   setInterval(tickAll, 500);
-  connect();
+  socket.connect();
 })();

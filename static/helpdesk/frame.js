@@ -511,14 +511,9 @@
     postHost({ helpdesk: 'unread', count: 0 });
   }
 
-  // ---- the socket ------------------------------------------------------------------------------
-  var ws = null;
+  // ---- the socket (static/helpdesk/reconnecting-socket.js) ----------------------------------
   var wsReady = false;
   var everReady = false;
-  var attempts = 0;
-  var reconnectTimer = 0;
-  var pingTimer = 0;
-  var lastRx = 0;
   var resumeInFlight = false;
   var resumeAfter = -1; // the `after` of the resume in flight
   var stalledAfter = -1; // a resume from here brought nothing new; do not repeat it
@@ -528,90 +523,38 @@
   var retryDelay = 5000;
   var token = store.get('token');
 
-  function wsUrl() {
-    var path = cfg.wsPath || ('/ws/widget/' + encodeURIComponent(cfg.siteKey || '') + '/');
-    return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + path;
-  }
-  function sendFrame(obj) {
-    if (!ws || ws.readyState !== 1) return false;
-    try { ws.send(JSON.stringify(obj)); return true; } catch (e) { return false; }
-  }
-  function connect() {
-    clearTimeout(reconnectTimer);
-    reconnectTimer = 0;
-    if (ws) return;
-    root.setAttribute('data-connection', 'connecting');
-    setStatus(everReady ? t('Reconnecting') : t('Connecting'), everReady ? 0 : 800);
-    var sock;
-    try { sock = new WebSocket(wsUrl()); } catch (e) { scheduleReconnect(); return; }
-    ws = sock;
-    sock.onopen = function () {
-      if (ws !== sock) return;
-      lastRx = Date.now();
+  var socket = window.HelpdeskSocket({
+    url: function () {
+      var path = cfg.wsPath || ('/ws/widget/' + encodeURIComponent(cfg.siteKey || '') + '/');
+      return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + path;
+    },
+    pingMs: PING_MS,
+    deadMs: DEAD_MS,
+    // The backoff starts again on `ready`, not on open: a server that accepts and then fails
+    // the hello must not be hammered.
+    resetOnOpen: false,
+    onConnecting: function () {
+      root.setAttribute('data-connection', 'connecting');
+      setStatus(everReady ? t('Reconnecting') : t('Connecting'), everReady ? 0 : 800);
+    },
+    onOpen: function () {
       var hello = { type: 'hello', token: token || null, after: lastSeq, language: navigator.language || cfg.language || '' };
       var ref = document.referrer;
       if (ref && /^https?:/i.test(ref) && ref.length <= 2000) hello.page_url = ref;
       sendFrame(hello);
-      clearInterval(pingTimer);
-      pingTimer = setInterval(ping, PING_MS);
-    };
-    sock.onmessage = function (e) {
-      if (ws !== sock) return;
-      lastRx = Date.now();
-      if (typeof e.data !== 'string') return;
-      var f;
-      try { f = JSON.parse(e.data); } catch (err) { return; }
-      if (!f || typeof f.type !== 'string') return;
-      try { handle(f); } catch (err) { console.error('Helpdesk: cannot handle', f.type, err); }
-    };
-    sock.onclose = function () {
-      if (ws !== sock) return;
-      lost();
-    };
-  }
-  function ping() {
-    if (!ws) return;
-    if (Date.now() - lastRx > DEAD_MS) { drop(); lost(); return; }
-    sendFrame({ type: 'ping' });
-  }
-  function drop() {
-    var sock = ws;
-    ws = null;
-    wsReady = false;
-    clearInterval(pingTimer);
-    if (sock) {
-      sock.onopen = sock.onmessage = sock.onclose = sock.onerror = null;
-      try { sock.close(); } catch (e) { /* already closed */ }
-    }
-  }
-  function lost() {
-    ws = null;
-    wsReady = false;
-    asks = [];
-    typingStopped(false);
-    resumeInFlight = false;
-    clearInterval(pingTimer);
-    hideTyping();
-    root.setAttribute('data-connection', 'down');
-    setStatus(everReady ? t('Reconnecting') : t('Connecting'), everReady ? 0 : 800);
-    scheduleReconnect();
-  }
-  function scheduleReconnect() {
-    if (reconnectTimer) return;
-    var delay = Math.min(10000, 500 * Math.pow(2, attempts));
-    attempts += 1;
-    delay += Math.random() * delay * 0.3;
-    reconnectTimer = setTimeout(connect, delay);
-  }
-  function reconnectNow() {
-    if (ws) return;
-    attempts = 0;
-    connect();
-  }
-  window.addEventListener('online', reconnectNow);
-  document.addEventListener('visibilitychange', function () {
-    if (document.visibilityState === 'visible') reconnectNow();
+    },
+    onFrame: function (f) { handle(f); },
+    onLost: function () {
+      wsReady = false;
+      asks = [];
+      typingStopped(false);
+      resumeInFlight = false;
+      hideTyping();
+      root.setAttribute('data-connection', 'down');
+      setStatus(everReady ? t('Reconnecting') : t('Connecting'), everReady ? 0 : 800);
+    },
   });
+  function sendFrame(obj) { return socket.send(obj); }
 
   // ---- conversation tracking -------------------------------------------------------------------
   function switchConversation(id) {
@@ -686,7 +629,7 @@
     }
     wsReady = true;
     everReady = true;
-    attempts = 0;
+    socket.resetBackoff();
     replaying = true;
     root.setAttribute('data-connection', 'ready');
     setStatus('');
@@ -1452,9 +1395,8 @@
 
   // ---- reset (the host's Helpdesk('reset'), e.g. on logout) -----------------------------------
   function resetVisitor() {
-    drop();
-    clearTimeout(reconnectTimer);
-    reconnectTimer = 0;
+    socket.stop();
+    wsReady = false;
     clearTimeout(retryTimer);
     retryTimer = 0;
     store.del('token');
@@ -1481,7 +1423,7 @@
     resetHandoffState();
     initialSynced = false;
     everReady = false;
-    attempts = 0;
+    socket.resetBackoff();
     hideTyping();
     hideNotice();
     unread = 0;
@@ -1490,7 +1432,7 @@
     autosize();
     showGreeting(cfg.greeting);
     postHost({ helpdesk: 'reset' });
-    connect();
+    socket.connect();
   }
 
   window.addEventListener('message', function (e) {
@@ -1548,5 +1490,5 @@
   if (!token) showGreeting(cfg.greeting);
   readOutbox().forEach(function (x) { renderVisitor(x.id.toLowerCase(), x.text); });
   scrollDown(true);
-  connect();
+  socket.connect();
 })();

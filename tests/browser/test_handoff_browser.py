@@ -1,6 +1,7 @@
 """A customer asks for a person on a third-party page; an agent answers from the admin."""
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -35,24 +36,37 @@ def agent(host_page):
     return user
 
 
-def test_customer_to_agent_and_back(agent, host_page, helpdesk_server, chromium):
-    customer_context = chromium.new_context(locale="en-US")
-    customer_context.set_default_timeout(15000)
-    customer = customer_context.new_page()
+def customer_asks_for_a_person(chromium, host_page):
+    """A new customer on the business's page presses "Talk to a person"; their chat frame."""
+    context = chromium.new_context(locale="en-US")
+    context.set_default_timeout(15000)
+    customer = context.new_page()
     customer.goto(host_page)
     customer.get_by_role("button", name="Open chat").click()
     chat = customer.frame_locator('iframe[title="Chat"]')
     chat.locator("header").get_by_role("button", name="Talk to a person").click()
     expect(chat.locator("#helpdesk-queue")).to_be_visible()
     expect(chat.locator(".hd-queue-title")).to_contain_text("A person will be with you")
+    return context, chat
 
-    agent_context = chromium.new_context(locale="en-US")
-    agent_context.set_default_timeout(15000)
-    console = agent_context.new_page()
-    console.goto(f"{helpdesk_server.url}/admin/login/?next={reverse('admin:handoff_queue')}")
-    console.get_by_label("Username").fill("ann")
-    console.get_by_label("Password").fill(AGENT_PASSWORD)
-    console.get_by_role("button", name="Log in").click()
+
+def agent_on_the_queue(chromium, helpdesk_server, init_script: str = ""):
+    """Ann logged into the admin, on the live queue page."""
+    context = chromium.new_context(locale="en-US")
+    context.set_default_timeout(15000)
+    if init_script:
+        context.add_init_script(init_script)
+    page = context.new_page()
+    page.goto(f"{helpdesk_server.url}/admin/login/?next={reverse('admin:handoff_queue')}")
+    page.get_by_label("Username").fill("ann")
+    page.get_by_label("Password").fill(AGENT_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    return context, page
+
+
+def test_customer_to_agent_and_back(agent, host_page, helpdesk_server, chromium):
+    customer_context, chat = customer_asks_for_a_person(chromium, host_page)
+    agent_context, console = agent_on_the_queue(chromium, helpdesk_server)
     conversation = in_thread(lambda: Conversation.objects.get())
     row = console.locator(f'[data-conversation="{conversation.pk}"]')
     expect(row).to_be_visible()
@@ -83,4 +97,60 @@ def test_customer_to_agent_and_back(agent, host_page, helpdesk_server, chromium)
     assert (stored.score, stored.comment) == (5, "Quick and kind")
     assert in_thread(lambda: Conversation.objects.get().status) == "resolved"
     customer_context.close()
+    agent_context.close()
+
+
+# Browser notifications as queue.js sees them, granted, and recorded instead of shown.
+FAKE_NOTIFICATIONS = """
+window.shownNotifications = [];
+window.Notification = function (title, options) {
+  window.shownNotifications.push({ title: title, body: (options || {}).body });
+  this.close = function () {};
+};
+window.Notification.permission = 'granted';
+window.Notification.requestPermission = function (done) {
+  if (done) done('granted');
+  return Promise.resolve('granted');
+};
+"""
+
+
+def wait_for_profile(user, **expected) -> None:
+    """The profile reaches `expected` (written by the socket, not by the page's request)."""
+    deadline = time.monotonic() + 10
+    query = AgentProfile.objects.filter(user=user, **expected).exists
+    while not in_thread(query):
+        assert time.monotonic() < deadline, f"the profile never got {expected}"
+        time.sleep(0.05)
+
+
+def test_the_notification_switch_is_saved_and_respected(
+    agent, host_page, helpdesk_server, chromium
+):
+    agent_context, queue = agent_on_the_queue(chromium, helpdesk_server, FAKE_NOTIFICATIONS)
+    notify = queue.get_by_label("Notify me")
+    expect(queue.locator("#hd-queue")).to_have_attribute("data-connection", "live")
+    expect(notify).to_be_checked()
+
+    # Switched off: saved on the profile, so a reload (or another browser) keeps it off...
+    notify.uncheck()
+    wait_for_profile(agent, notifications=False)
+    queue.reload()
+    expect(queue.locator("#hd-queue")).to_have_attribute("data-connection", "live")
+    expect(notify).not_to_be_checked()
+    # ...and a new handoff shows up without a notification.
+    first, _ = customer_asks_for_a_person(chromium, host_page)
+    expect(queue.locator("tr.hd-row")).to_have_count(1)
+    assert queue.evaluate("window.shownNotifications") == []
+
+    # Switched on again: the next handoff notifies.
+    notify.check()
+    wait_for_profile(agent, notifications=True)
+    second, _ = customer_asks_for_a_person(chromium, host_page)
+    expect(queue.locator("tr.hd-row")).to_have_count(2)
+    shown = queue.evaluate("window.shownNotifications")
+    assert [n["title"] for n in shown] == ["New handoff"]
+    assert "Acme Outfitters" in shown[0]["body"]
+    first.close()
+    second.close()
     agent_context.close()

@@ -1,5 +1,6 @@
 """Visitor <-> agent over the real consumers and channel layer."""
 
+import asyncio
 import json
 import uuid
 
@@ -10,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 
 from handoff.models import AgentProfile, Handoff, InternalNote
+from helpdesk import consumers
 from helpdesk.asgi import application
 from helpdesk.models import Conversation, Message
 from tests.conftest import make_site
@@ -321,3 +323,131 @@ async def test_the_first_message_of_a_conversation_fires_conversation_started(sh
         lambda: list(WebhookDelivery.objects.values_list("event", flat=True))
     )()
     assert deliveries == ["conversation.started"]
+
+
+async def test_a_moderation_flag_reaches_the_queue_at_high_priority(shop):
+    from bots.models import BotConfig
+
+    await database_sync_to_async(BotConfig.objects.create)(site=shop, banned_words="bombshell")
+    visitor = await WidgetClient.opened(shop.key)
+    await visitor.say("Tell me about the bombshell offer")
+    status = (await visitor.receive_until("status"))[-1]
+    while status["status"] != "waiting":
+        status = (await visitor.receive_until("status"))[-1]
+    await visitor.close()
+    handoff = await database_sync_to_async(Handoff.objects.get)()
+    assert (handoff.rule, handoff.priority) == ("moderation", 2)
+
+
+async def test_after_return_to_bot_only_new_failures_count(shop, django_user_model):
+    from handoff.models import HandoffSettings
+
+    await database_sync_to_async(HandoffSettings.objects.create)(site=shop, failure_threshold=2)
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    visitor = await WidgetClient.opened(shop.key)
+    for question in ["What is the airspeed of a swallow?", "Who won the cup in 1966?"]:
+        await visitor.say(question)
+        await visitor.answer()
+    assert (await visitor.receive_until("status"))[-1]["status"] == "waiting"
+    handoff = await database_sync_to_async(Handoff.objects.get)()
+    agent = await connected_agent(user)
+    await agent.send({"type": "claim", "handoff": handoff.pk})
+    await agent.receive_until(lambda f: f["type"] == "claimed")
+    await agent.send({"type": "return_to_bot", "conversation": handoff.conversation_id})
+    status = (await visitor.receive_until("status"))[-1]
+    while status["status"] != "bot":
+        status = (await visitor.receive_until("status"))[-1]
+
+    # One failure after the return is not a streak of two: the bot keeps the conversation.
+    await visitor.say("What colour is the moon's far side?")
+    await visitor.answer()
+    # The check after the answer runs in the answer's task: wait for it to finish.
+    if running := list(consumers._running_answers):
+        await asyncio.wait(running, timeout=10)
+    assert await database_sync_to_async(Handoff.objects.open().count)() == 0
+    conversation = await database_sync_to_async(Conversation.objects.get)()
+    assert conversation.status == "bot"
+
+    # The second one in a row is.
+    await visitor.say("How many grains of sand are on the beach?")
+    await visitor.answer()
+    assert (await visitor.receive_until("status"))[-1]["status"] == "waiting"
+    rules = await database_sync_to_async(
+        lambda: list(Handoff.objects.order_by("pk").values_list("rule", "status"))
+    )()
+    assert rules == [("failures", "resolved"), ("failures", "waiting")]
+    await visitor.close()
+    await agent.close()
+
+
+@pytest.mark.parametrize("request_id", ["req-7", 42])
+async def test_errors_echo_the_requests_id(shop, django_user_model, request_id):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    agent = await connected_agent(user)
+    refused = [
+        {"type": "note", "conversation": 999999, "text": "lost"},
+        {"type": "resolve", "conversation": 999999},
+        {"type": "claim", "handoff": 999999},
+        {"type": "return_to_bot", "conversation": 999999},
+        {"type": "transfer", "conversation": 999999, "team": 1},
+        {"type": "note", "conversation": "x", "text": "bad field"},
+        {"type": "notifications", "enabled": "yes"},
+    ]
+    for frame in refused:
+        await agent.send({**frame, "id": request_id})
+        error = await agent.receive_until(lambda f: f["type"] == "error")
+        assert error["id"] == request_id, frame
+    await agent.send({"type": "resolve", "conversation": 999999})
+    assert (await agent.receive_until(lambda f: f["type"] == "error"))["id"] is None
+    await agent.close()
+
+
+def online_agents(site) -> list[str]:
+    return list(
+        AgentProfile.objects.filter(sites=site, is_online=True).values_list(
+            "user__username", flat=True
+        )
+    )
+
+
+async def test_an_agent_goes_offline_when_their_last_socket_closes(shop, django_user_model):
+    from handoff.models import HandoffSettings
+
+    await database_sync_to_async(HandoffSettings.objects.create)(
+        site=shop, auto_assign=HandoffSettings.AutoAssign.ROUND_ROBIN
+    )
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    first_tab = await connected_agent(user)
+    second_tab = await connected_agent(user)
+    await first_tab.send({"type": "presence", "online": True})
+    await first_tab.send({"type": "ping"})
+    await first_tab.receive_until(lambda f: f["type"] == "pong")
+    assert await database_sync_to_async(online_agents)(shop) == ["alice"]
+
+    # One of two tabs closing leaves the agent online...
+    await first_tab.close()
+    assert await database_sync_to_async(online_agents)(shop) == ["alice"]
+    # ...the last one takes them offline.
+    await second_tab.close()
+    assert await database_sync_to_async(online_agents)(shop) == []
+
+    # Auto-assignment no longer picks them: the customer waits in the queue.
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    handoff = await database_sync_to_async(Handoff.objects.get)(conversation_id=conversation_id)
+    assert (handoff.status, handoff.agent_id) == ("waiting", None)
+    await visitor.close()
+
+
+async def test_the_notification_switch_is_saved_on_the_profile(shop, django_user_model):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    agent = await connected_agent(user)
+    await agent.send({"type": "notifications", "enabled": False})
+    frame = await agent.receive_until(lambda f: f["type"] == "notifications")
+    assert frame["enabled"] is False
+    profile = await database_sync_to_async(AgentProfile.objects.get)(user=user)
+    assert profile.notifications is False
+    await agent.send({"type": "notifications", "enabled": True})
+    await agent.receive_until(lambda f: f["type"] == "notifications")
+    await database_sync_to_async(profile.refresh_from_db)()
+    assert profile.notifications is True
+    await agent.close()

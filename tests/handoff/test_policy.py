@@ -80,6 +80,15 @@ def test_moderation_flag_escalates_at_priority_2_to_the_default_team():
         ("The human body needs water, do you sell bottles?", False),
         ("I don't need to talk to a human, just tell me the price", False),
         ("I was talking to a person in your store yesterday", False),
+        # The negation window: up to three words before, within the clause
+        ("I don't need a human", False),
+        ("no need for an agent", False),
+        ("I do not need an agent, thanks", False),
+        ("I don't really need to speak to a human", False),
+        ("I don't think I need a real person", False),
+        ("There's no need for a human agent", False),
+        ("I don't know the answer, talk to a human", True),
+        ("no thanks, I want a human", True),
         # Chinese requests
         ("转人工", True),
         ("我要转人工", True),
@@ -94,6 +103,16 @@ def test_moderation_flag_escalates_at_priority_2_to_the_default_team():
         # Chinese that is not a request
         ("不用转人工了，谢谢", False),
         ("我不要人工", False),
+        ("不需要人工", False),
+        ("我不需要人工客服", False),
+        ("暂时不需要人工服务", False),
+        ("不需要人工了谢谢", False),
+        ("别给我转人工", False),
+        ("无需转人工", False),
+        ("不用了，我要人工客服", True),
+        ("我不需要退款，转人工", True),
+        ("搞不定转人工", True),
+        ("不知道怎么办转人工", True),
         ("人工智能产品有保修吗", False),
         ("我喜欢看真人秀", False),
         ("客服说周一发货", False),
@@ -185,7 +204,7 @@ def test_equal_priority_topics_keep_their_configured_order():
 def test_angry_or_distressed_customer_escalates(text):
     decision = decide(text)
     assert decision.rule == "sentiment"
-    assert decision.priority == 1
+    assert decision.priority == 2
     assert decision.reason.startswith("Angry or distressed customer (score ")
 
 

@@ -5,6 +5,7 @@ error, cache hit, cost per 1,000 tokens, CSAT average) are not stored; they are 
 counts below, computed over any date range by `analytics.selectors`.
 """
 
+from django.conf import settings
 from django.db import models
 
 from helpdesk.models import Site
@@ -149,3 +150,115 @@ class AggregationState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.watermark}"
+
+
+class QuestionTopic(models.Model):
+    """A group of similar customer questions of one site, from `analytics.topics`.
+
+    Recomputed as a whole per site (the old rows are replaced in one transaction); `key`
+    survives a recompute when the new topic shares most of its questions with an old one, so
+    a fix made from a gap keeps measuring the same topic.
+    """
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="question_topics")
+    key = models.UUIDField(help_text="Stable across recomputes; see TopicFix.topic_key.")
+    label = models.CharField(max_length=200)
+    size = _count("Questions in the window.")
+    examples = models.JSONField(default=list, blank=True)
+    answered_by_bot_share = models.FloatField(default=0)
+    escalated_share = models.FloatField(default=0)
+    no_article_share = models.FloatField(default=0)
+    low_rating_share = models.FloatField(default=0)
+    average_rating = _measure("Mean rating of the conversations asked in; null when unrated.")
+    gap_score = models.FloatField(default=0, help_text="0 when the bot serves it well.")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["site", "-size"]
+        indexes = [
+            models.Index(fields=["site", "-size"], name="question_topic_size_idx"),
+            models.Index(fields=["site", "-gap_score"], name="question_topic_gap_idx"),
+            models.Index(fields=["key"], name="question_topic_key_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class TopicQuestion(models.Model):
+    """One customer question of a topic, with what happened to it (for drill-down and fixes)."""
+
+    topic = models.ForeignKey(QuestionTopic, on_delete=models.CASCADE, related_name="questions")
+    message = models.ForeignKey("helpdesk.Message", on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(
+        "helpdesk.Conversation", on_delete=models.CASCADE, related_name="+"
+    )
+    asked_at = models.DateTimeField()
+    answered_by_bot = models.BooleanField(default=False)
+    escalated = models.BooleanField(default=False)
+    no_article = models.BooleanField(default=False)
+    rating = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["topic", "asked_at"], name="topic_question_asked_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.topic_id}: message {self.message_id}"
+
+
+class TopicFix(models.Model):
+    """A draft article or curated answer a manager made from a gap, and the gap's figures then.
+
+    `fixed_at` is set once the article is published (or the curated answer active); the
+    report compares the topic's questions asked after it with the `before_*` figures.
+    """
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="topic_fixes")
+    topic_key = models.UUIDField(db_index=True)
+    label = models.CharField(max_length=200)
+    article = models.ForeignKey(
+        "bots.Article", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    curated_answer = models.ForeignKey(
+        "bots.CuratedAnswer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    fixed_at = models.DateTimeField(null=True, blank=True)
+    before_size = _count()
+    before_escalated_share = models.FloatField(default=0)
+    before_no_article_share = models.FloatField(default=0)
+    before_average_rating = _measure("The topic's mean rating when the fix was made.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Fix of {self.label}"
+
+
+class BudgetAlert(models.Model):
+    """A monthly token budget threshold a site crossed; one row per site, month and threshold,
+    so the `budget.crossed` webhook fires once however often the check runs."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="budget_alerts")
+    month = models.DateField(help_text="First day of the month.")
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the budget: 80 or 100.")
+    tokens = models.PositiveBigIntegerField()
+    budget = models.PositiveBigIntegerField()
+    fired_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-month", "site", "threshold"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "month", "threshold"], name="budget_alert_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.month:%Y-%m} {self.threshold}%"

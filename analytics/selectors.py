@@ -18,9 +18,11 @@ from django.db.models import (
     BooleanField,
     Case,
     CharField,
+    Count,
     DecimalField,
     Exists,
     ExpressionWrapper,
+    FloatField,
     IntegerField,
     OuterRef,
     Q,
@@ -34,7 +36,13 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from analytics.aggregation import outcome_conditions, with_outcome_fields
-from analytics.models import DailySiteStats, HandoffReasonStats
+from analytics.models import (
+    DailySiteStats,
+    HandoffReasonStats,
+    QuestionTopic,
+    TopicFix,
+    TopicQuestion,
+)
 from bots.models import LLMCall
 from handoff.models import Handoff
 from helpdesk.models import Conversation, Message
@@ -99,6 +107,9 @@ DRILL_DOWNS = (
     "cache_hits",
     "curated_hits",
     "llm_errors",
+    # ...or, whatever the range, whose customer asked a question of the `topic` (a topic key),
+    # after the fix went live when `fix` is given.
+    "topic",
 )
 
 
@@ -170,7 +181,14 @@ def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
 
 
 def _drill_down(
-    site_ids: Iterable[int] | None, start: date, end: date, metric: str | None
+    site_ids: Iterable[int] | None,
+    start: date,
+    end: date,
+    metric: str | None,
+    *,
+    rule: str | None = None,
+    topic: str | None = None,
+    fix: TopicFix | None = None,
 ) -> QuerySet:
     metric = metric or "conversations"
     if metric not in DRILL_DOWNS:
@@ -179,6 +197,12 @@ def _drill_down(
     qs = Conversation.objects.all()
     if site_ids is not None:
         qs = qs.filter(site_id__in=list(site_ids))
+    if metric == "topic":
+        # Topics cover their own window (the last 30 days when computed), not the range.
+        asked = TopicQuestion.objects.filter(topic__key=topic, conversation=OuterRef("pk"))
+        if fix is not None:
+            asked = asked.filter(asked_at__gte=fix.fixed_at) if fix.fixed_at else asked.none()
+        return qs.filter(Exists(asked))
     started = Q(created_at__gte=lo, created_at__lt=hi)
     in_range = {"created_at__gte": lo, "created_at__lt": hi}
     bot = Message.Author.BOT
@@ -191,6 +215,9 @@ def _drill_down(
         "curated_hits": Message.objects.filter(author=bot, answer_source="curated", **in_range),
         "llm_errors": LLMCall.objects.filter(**in_range).exclude(outcome="ok"),
     }
+    if rule:
+        # The escalation-reasons table: handoffs in the range caused by one rule.
+        had["handoffs"] = had["handoffs"].filter(rule=rule)
     if metric in had:
         return qs.filter(Exists(had[metric].filter(conversation=OuterRef("pk"))))
     qs = qs.filter(started)
@@ -209,12 +236,18 @@ def conversations_for(
     end: date,
     *,
     metric: str | None = None,
+    rule: str | None = None,
+    topic: str | None = None,
+    fix: TopicFix | None = None,
     page: int = 1,
     per_page: int = 50,
 ) -> Page:
-    """The conversations behind a figure, newest first; each has `site` and `rating` loaded."""
+    """The conversations behind a figure, newest first; each has `site` and `rating` loaded.
+
+    `rule` narrows "handoffs" to one escalation rule; "topic" needs `topic` (a topic key).
+    """
     qs = (
-        _drill_down(site_ids, start, end, metric)
+        _drill_down(site_ids, start, end, metric, rule=rule, topic=topic, fix=fix)
         .select_related("site", "visitor", "rating")
         .order_by("-created_at", "-pk")
     )
@@ -303,3 +336,58 @@ def conversation_export_rows(
         if len(batch) < batch_size:
             return
         last_pk = batch[-1][0]
+
+
+# Topics, gaps and fixes: stored by analytics.topics, read here.
+
+
+def _topics(site_ids: Iterable[int] | None) -> QuerySet:
+    qs = QuestionTopic.objects.select_related("site")
+    if site_ids is not None:
+        qs = qs.filter(site_id__in=list(site_ids))
+    return qs
+
+
+def top_topics(site_ids: Iterable[int] | None, *, limit: int = 10) -> list[QuestionTopic]:
+    """The most asked topics of the selected sites (each site's latest computation)."""
+    return list(_topics(site_ids).order_by("-size", "label", "pk")[:limit])
+
+
+def knowledge_gaps(site_ids: Iterable[int] | None, *, limit: int = 10) -> list[QuestionTopic]:
+    """Topics that are frequent and poorly served, worst first (see clustering.gap_score)."""
+    return list(
+        _topics(site_ids).filter(gap_score__gt=0).order_by("-gap_score", "-size", "pk")[:limit]
+    )
+
+
+def _share(flag: str) -> Avg:
+    # Not Cast(flag, FloatField()): PostgreSQL cannot cast a boolean to double precision.
+    return Avg(Case(When(**{flag: True}, then=Value(1.0)), default=Value(0.0)))
+
+
+def fix_results(site_ids: Iterable[int] | None, *, limit: int = 20) -> list[TopicFix]:
+    """Recent fixes with the topic's figures before (as stored when the fix was made) and
+    after (its questions asked since `fixed_at`): `after_size`, `after_escalated_share`,
+    `after_no_article_share`, `after_average_rating`. One query."""
+    after = (
+        TopicQuestion.objects.filter(
+            topic__key=OuterRef("topic_key"), asked_at__gte=OuterRef("fixed_at")
+        )
+        .order_by()
+        .values("topic__key")
+    )
+
+    def measured(aggregate, output) -> Subquery:
+        return Subquery(after.annotate(v=aggregate).values("v"), output_field=output)
+
+    qs = TopicFix.objects.select_related("site", "article", "curated_answer")
+    if site_ids is not None:
+        qs = qs.filter(site_id__in=list(site_ids))
+    return list(
+        qs.annotate(
+            after_size=Coalesce(measured(Count("pk"), IntegerField()), 0),
+            after_escalated_share=measured(_share("escalated"), FloatField()),
+            after_no_article_share=measured(_share("no_article"), FloatField()),
+            after_average_rating=measured(Avg("rating"), FloatField()),
+        ).order_by("-created_at", "-pk")[:limit]
+    )

@@ -1,8 +1,8 @@
 """The report pages, mounted inside the admin by DailySiteStatsAdmin.get_urls (analytics/admin.py).
 
 They live in the admin's URL namespace: reverse("admin:analytics_dashboard"),
-"admin:analytics_conversations", "admin:analytics_export" (args=[table]) and
-"admin:analytics_costs".
+"admin:analytics_conversations", "admin:analytics_export" (args=[table]),
+"admin:analytics_costs" and "admin:analytics_topic_fix" (args=[topic id], POST).
 """
 
 from django.contrib import admin
@@ -27,4 +27,9 @@ def admin_urlpatterns(admin_site: admin.AdminSite) -> list[URLPattern]:
             name="analytics_export",
         ),
         path("costs/", admin_site.admin_view(views.costs_view), name="analytics_costs"),
+        path(
+            "topics/<int:topic_id>/fix/",
+            admin_site.admin_view(views.topic_fix_view),
+            name="analytics_topic_fix",
+        ),
     ]

@@ -6,6 +6,7 @@ the same handful of queries for a week of one site or a year of ten. Only the dr
 the conversation export read the source tables, a page or a batch at a time.
 """
 
+import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -13,17 +14,26 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Sum
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
 
 from analytics import selectors
 from analytics.exports import csv_response
-from analytics.models import DailySiteStats
+from analytics.models import DailySiteStats, QuestionTopic, TopicFix
+from analytics.services import create_fix, month_to_date_tokens
+from handoff.models import Handoff
 from helpdesk.models import Site
 
 DEFAULT_DAYS = 30
@@ -310,6 +320,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         reason["share"] = _percent(
             reason["count"] / summary["handoffs"] if summary["handoffs"] else None
         )
+        reason["query"] = filters.query(metric="handoffs", rule=reason["rule"])
+    user = request.user
     return TemplateResponse(
         request,
         "admin/analytics/dashboard.html",
@@ -324,6 +336,11 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             reasons=reasons,
             chart_data=_chart_data(series, filters),
             csat_distribution=sorted(summary["csat_distribution"].items()),
+            topics=selectors.top_topics(filters.site_ids),
+            gaps=selectors.knowledge_gaps(filters.site_ids),
+            fixes=selectors.fix_results(filters.site_ids),
+            can_draft_article=user.has_perm("bots.add_article"),
+            can_draft_curated=user.has_perm("bots.add_curatedanswer"),
         ),
     )
 
@@ -334,11 +351,31 @@ def conversations_view(request: HttpRequest) -> HttpResponse:
     metric = request.GET.get("metric") or "conversations"
     if metric not in selectors.DRILL_DOWNS:
         return HttpResponseBadRequest(_("Unknown metric."))
+    narrow = {}
+    rule = request.GET.get("rule") or ""
+    if rule:
+        if rule not in Handoff.Rule.values:
+            return HttpResponseBadRequest(_("Unknown escalation rule."))
+        narrow["rule"] = rule
+    topic = request.GET.get("topic") or ""
+    fix = None
+    if metric == "topic":
+        try:
+            topic = str(uuid.UUID(topic))
+        except ValueError:
+            return HttpResponseBadRequest(_("Unknown topic."))
+        if request.GET.get("fix", "").isdigit():
+            fix = get_object_or_404(TopicFix, pk=request.GET["fix"], topic_key=topic)
+            narrow["fix"] = fix.pk
+        narrow["topic"] = topic
     page = selectors.conversations_for(
         filters.site_ids,
         filters.start,
         filters.end,
         metric=metric,
+        rule=rule or None,
+        topic=topic or None,
+        fix=fix,
         page=request.GET.get("page") or 1,
     )
     return TemplateResponse(
@@ -349,14 +386,28 @@ def conversations_view(request: HttpRequest) -> HttpResponse:
             _("Conversations behind “%(metric)s”") % {"metric": metric},
             filters,
             metric=metric,
+            narrow=narrow,
             page_obj=page,
-            page_query=filters.query(metric=metric),
+            page_query=filters.query(metric=metric, **narrow),
             metrics=selectors.DRILL_DOWNS,
         ),
     )
 
 
-EXPORT_TABLES = ("tiles", "daily", "reasons", "conversations")
+EXPORT_TABLES = ("tiles", "daily", "reasons", "topics", "gaps", "conversations")
+TOPIC_COLUMNS = [
+    "site",
+    "label",
+    "size",
+    "answered_by_bot_share",
+    "escalated_share",
+    "no_article_share",
+    "low_rating_share",
+    "average_rating",
+    "gap_score",
+    "examples",
+    "computed_at",
+]
 DAILY_COLUMNS = [
     "day",
     *selectors.SUMMED,
@@ -389,6 +440,27 @@ def export_view(request: HttpRequest, table: str) -> StreamingHttpResponse | Htt
         return csv_response(
             name, ["rule", "label", "count"], ((r["rule"], r["label"], r["count"]) for r in reasons)
         )
+    if table in ("topics", "gaps"):
+        # Every stored topic (not the dashboard's top ten), in the table's order.
+        limit = QuestionTopic.objects.count()
+        pick = selectors.top_topics if table == "topics" else selectors.knowledge_gaps
+        rows = (
+            [
+                t.site.name,
+                t.label,
+                t.size,
+                t.answered_by_bot_share,
+                t.escalated_share,
+                t.no_article_share,
+                t.low_rating_share,
+                t.average_rating,
+                t.gap_score,
+                " | ".join(t.examples),
+                t.computed_at.isoformat(),
+            ]
+            for t in pick(f.site_ids, limit=limit)
+        )
+        return csv_response(name, TOPIC_COLUMNS, rows)
     export = selectors.conversation_export_rows(f.site_ids, f.start, f.end)
     rows = (
         [
@@ -405,16 +477,7 @@ def month_to_date_costs(today: date) -> list[dict]:
 
     From the daily aggregates: two queries whatever the number of sites or days.
     """
-    month_start = today.replace(day=1)
-    usage = {
-        row["site_id"]: row
-        for row in DailySiteStats.objects.filter(day__gte=month_start, day__lte=today)
-        .order_by()
-        .values("site_id")
-        .annotate(
-            prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost")
-        )
-    }
+    usage = month_to_date_tokens(today)
     rows = []
     for site in Site.objects.select_related("bot_config").order_by("name"):
         used = usage.get(site.pk, {})
@@ -458,4 +521,26 @@ def costs_view(request: HttpRequest) -> HttpResponse:
             month_start=today.replace(day=1),
             today=today,
         ),
+    )
+
+
+@require_POST
+def topic_fix_view(request: HttpRequest, topic_id: int) -> HttpResponse:
+    """From a gap: create a draft article or an inactive curated answer prefilled from the
+    topic, record the fix, and open the new record's admin page to finish it."""
+    _require_manager(request)
+    kind = request.POST.get("kind")
+    permission = {"article": "bots.add_article", "curated": "bots.add_curatedanswer"}.get(
+        kind or ""
+    )
+    if permission is None:
+        return HttpResponseBadRequest(_("Unknown kind of fix."))
+    if not request.user.has_perm(permission):
+        raise PermissionDenied
+    topic = get_object_or_404(QuestionTopic, pk=topic_id)
+    fix = create_fix(topic=topic, kind=kind, user=request.user)
+    if fix.article_id:
+        return HttpResponseRedirect(reverse("admin:bots_article_change", args=[fix.article_id]))
+    return HttpResponseRedirect(
+        reverse("admin:bots_curatedanswer_change", args=[fix.curated_answer_id])
     )

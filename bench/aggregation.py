@@ -1,10 +1,10 @@
 """Time the analytics aggregation on a PostgreSQL database of generated history.
 
 Creates the database `helpdesk_bench_analytics` (dropped first, and at the end unless
---keep), fills it with --messages messages (default 1,000,000) across 10 sites and 90 days,
-generated in the server with INSERT … SELECT FROM generate_series (every conversation has 10
-messages, half of them bot answers with one LLM call each; one in ten is handed off, one in
-three rated), then times:
+--keep), fills it with --messages messages (default 1,000,000) across 10 sites and 90 days
+(--days), generated in the server with INSERT … SELECT FROM generate_series (every
+conversation has 10 messages, half of them bot answers with one LLM call each; one in ten
+is handed off, one in three rated), then times:
 
 - the full aggregation,
 - an incremental run after --new messages (default 10,000) arrive,
@@ -90,19 +90,17 @@ WHERE c.id %% 3 = 0 AND c.id BETWEEN %(first)s AND %(first)s + %(count)s - 1;
 """
 
 
-def createdb(base_url: str) -> None:
+def dropdb(name: str = DB_NAME) -> None:
     subprocess.run(
-        ["dropdb", "--force", "--if-exists", "-h", "127.0.0.1", "-U", "postgres", DB_NAME],
+        ["dropdb", "--force", "--if-exists", "-h", "127.0.0.1", "-U", "postgres", name],
         check=True,
     )
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DB_NAME], check=True)
 
 
-def dropdb() -> None:
-    subprocess.run(
-        ["dropdb", "--force", "--if-exists", "-h", "127.0.0.1", "-U", "postgres", DB_NAME],
-        check=True,
-    )
+def createdb(name: str = DB_NAME) -> None:
+    """(Re)create an empty database on the local server; bench/dashboard.py uses it too."""
+    dropdb(name)
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)
 
 
 def generate(*, first: int, count: int, t0: datetime, span: timedelta, site0: int) -> float:
@@ -132,13 +130,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--new", type=int, default=10_000)
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=DAYS,
+        help="Days of history; halve it with --messages to keep the same data per day.",
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the database afterwards.")
     args = parser.parse_args()
     base_url = os.environ.get("DATABASE_URL", "")
     if not base_url.startswith("postgres"):
         sys.exit("Set DATABASE_URL to a PostgreSQL server (the database is created here).")
 
-    createdb(base_url)
+    createdb()
     os.environ["DATABASE_URL"] = base_url.rsplit("/", 1)[0] + "/" + DB_NAME
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
     import django
@@ -155,13 +159,13 @@ def main() -> None:
         site0 = sites[0].pk
         conversations = args.messages // PER_CONVERSATION
         elapsed = generate(
-            first=1, count=conversations, t0=START, span=timedelta(days=DAYS), site0=site0
+            first=1, count=conversations, t0=START, span=timedelta(days=args.days), site0=site0
         )
         print(
             f"generated {args.messages:,} messages, {conversations:,} conversations "
             f"in {elapsed:.1f} s"
         )
-        end = START + timedelta(days=DAYS)
+        end = START + timedelta(days=args.days)
         now = end + timedelta(hours=1)
         full = timed("full aggregation", now=now, full=True)
 

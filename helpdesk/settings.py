@@ -186,6 +186,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "aggregate-analytics": {"task": "analytics.tasks.aggregate_task", "schedule": 300.0},
+    "cluster-question-topics": {"task": "analytics.tasks.cluster_topics", "schedule": 3600.0},
     "mark-abandoned-handoffs": {
         "task": "handoff.tasks.mark_abandoned_handoffs_task",
         "schedule": 60.0,

@@ -17,7 +17,7 @@ from django.utils import timezone
 from analytics.exports import safe_cell
 from analytics.models import DailySiteStats, HandoffReasonStats
 from bots.models import BotConfig
-from handoff.models import Rating
+from handoff.models import Handoff, Rating
 from helpdesk.models import Conversation, Visitor
 from tests.conftest import make_site
 
@@ -198,7 +198,13 @@ def test_dashboard_totals_come_from_the_daily_rows(manager_client):
         f"&amp;end={today()}&amp;metric=escalated&amp;site={shop.pk}"
     ) in html
     assert "Customer asked for a person" in html
-    assert "coming with question clustering" in html.lower()
+    # Each escalation reason drills down to the handoffs of its rule.
+    assert (
+        f"{reverse('admin:analytics_conversations')}?start={(day - timedelta(days=1))}"
+        f"&amp;end={today()}&amp;metric=handoffs&amp;rule=customer_request&amp;site={shop.pk}"
+    ) in html
+    assert 'id="an-topics"' in html
+    assert 'id="an-gaps"' in html
     # Charts: data in a json_script block, Chart.js from static, no inline script.
     assert 'id="an-chart-data" type="application/json"' in html
     assert "analytics/vendor/chart.umd.min.js" in html
@@ -234,7 +240,8 @@ def test_dashboard_queries_do_not_grow_with_days_or_sites(
     small = seed(1, 2)
     with CaptureQueriesContext(connection) as few:
         assert manager_client.get(reverse(DASHBOARD), small).status_code == 200
-    assert len(few) <= 10
+    # Session, user, sites, summary, series, reasons, topics, gaps, fixes, ...
+    assert len(few) <= 12
     DailySiteStats.objects.all().delete()
     large = seed(6, 90)
     with django_assert_max_num_queries(len(few)):
@@ -266,6 +273,25 @@ def test_drill_down_lists_the_conversations_behind_a_figure(manager_client):
     assert reverse("admin:handoff_console", args=[unrated.pk]) not in html
 
     assert manager_client.get(url, {**params, "metric": "nope"}).status_code == 400
+
+
+def test_reason_drill_down_lists_the_handoffs_of_that_rule(manager_client):
+    shop = make_site(name="Shop")
+    day = today() - timedelta(days=1)
+    convs = {rule: conversation(shop, day) for rule in ("keyword", "tool", "customer_request")}
+    for rule, conv in convs.items():
+        handoff = Handoff.objects.create(conversation=conv, site=shop, rule=rule)
+        conv.refresh_from_db()
+        Handoff.objects.filter(pk=handoff.pk).update(created_at=conv.created_at)
+    url = reverse("admin:analytics_conversations")
+    params = {"start": day.isoformat(), "end": day.isoformat(), "metric": "handoffs"}
+
+    response = manager_client.get(url, {**params, "rule": "keyword"})
+
+    assert [c.pk for c in response.context["page_obj"]] == [convs["keyword"].pk]
+    everything = manager_client.get(url, params)
+    assert len(everything.context["page_obj"]) == 3
+    assert manager_client.get(url, {**params, "rule": "nope"}).status_code == 400
 
 
 def test_drill_down_is_paginated(manager_client):

@@ -308,7 +308,7 @@ async def test_too_many_messages_are_refused_without_storing_them(site, settings
     await client.answer()
     refused_id = str(uuid.uuid4())
     await client.send({"type": "message", "id": refused_id, "text": "Three"})
-    error = await client.receive()
+    error = (await client.receive_until("error"))[-1]
     assert (error["code"], error["id"]) == ("rate_limited", refused_id)
     assert [t for _, t, _ in await stored_messages(author="visitor")] == [
         "One: shipping?",

@@ -65,6 +65,11 @@ bench: deps
 	$(PY) bench/first_token.py
 	$(PY) bench/retrieval.py
 	$(PY) bench/prompt_tokens.py
+	$(PY) bench/clustering.py
+	@# The analytics benchmarks create (and drop) their own databases on a PostgreSQL server.
+	@if [[ "$$DATABASE_URL" == postgres* ]]; then \
+		$(PY) bench/aggregation.py && $(PY) bench/dashboard.py; \
+	else echo "bench/aggregation.py, bench/dashboard.py: skipped, DATABASE_URL is not PostgreSQL"; fi
 
 messages: deps
 	$(PY) manage.py makemessages -l zh_Hans --ignore=.venv --ignore=.tools --ignore=var

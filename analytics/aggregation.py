@@ -41,8 +41,9 @@ on the day of the call; all days are UTC):
   within 24 h after it ended (resolved_at, or its last activity when idle).
 - autonomous: bot-only finished and not reopened within 24 h.
 - assisted: resolved, and an agent took at least one of its handoffs (claimed).
-- handoffs / abandoned: handoffs created; of those, the ones abandoned (the customer left
-  before an agent claimed).
+- handoffs / abandoned: handoffs created; the conversations with one of those handoffs
+  abandoned (the customer left before an agent claimed), each counted once however often
+  it was handed off.
 - human wait: handoff created -> claimed; first reply: created -> first agent reply;
   resolution: conversation started -> resolved (seconds).
 - bot first token: `first_token_ms` of bot answers.
@@ -141,6 +142,12 @@ def aggregate(*, now: datetime | None = None, full: bool = False) -> Aggregation
     started = clock.monotonic()
     now = now or timezone.now()
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # The per-conversation EXISTS subqueries inflate the planner's cost estimates past
+            # jit_above_cost, and compiling them then costs more than running them: 0.9 s of
+            # 1.0 s for a day of 11,000 conversations. For this transaction only.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL jit = off")
         state, _created = AggregationState.objects.get_or_create(name=STATE_NAME)
         state = AggregationState.objects.select_for_update().get(pk=state.pk)
         since = None if full else state.watermark
@@ -410,7 +417,9 @@ def _daily_facts(keys: set[Key] | None, *, now: datetime) -> dict[Key, dict]:
             keys,
             **handoff_scope,
             handoffs=Count("pk"),
-            abandoned=_count_if(status=Handoff.Status.ABANDONED),
+            abandoned=Count(
+                "conversation", distinct=True, filter=Q(status=Handoff.Status.ABANDONED)
+            ),
         )
     )
     merge(

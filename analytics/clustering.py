@@ -7,7 +7,9 @@ Pipeline of `cluster_questions`:
 
 1. `normalize_question` each text (NFKC, casefold, punctuation to spaces, PII placeholders
    such as ``[EMAIL]`` kept as one token ``[email]``).
-2. Vectors. Offline: TF-IDF on character n-grams (``char_wb``, 2-4, sublinear tf,
+2. Vectors. Offline: `topic_terms` drops what says nothing about the topic (English stop
+   words, greetings and request phrasing, Chinese particles and polite openers, PII
+   placeholders); then TF-IDF on character n-grams (``char_wb``, 2-4, sublinear tf,
    ``min_df=2``), which needs no tokenizer and so works for English and Chinese alike,
    reduced by a randomized truncated SVD (LSA, at most ``SVD_COMPONENTS`` dimensions) and
    L2-normalized, so memory stays bounded: n x 100 float32 plus the sparse matrix, and the
@@ -38,7 +40,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 from sklearn.preprocessing import normalize as l2_normalize
 
 SVD_COMPONENTS = 100
@@ -50,8 +52,54 @@ LOW_RATING = 2  # ratings are 1-5; 1 and 2 count as low
 
 # bots.pii writes placeholders such as [EMAIL], [PHONE], [CN_ID].
 _PLACEHOLDER = re.compile(r"\[([A-Z][A-Z_]*)\]")
+_PLACEHOLDER_TOKEN = re.compile(r"\[[a-z_]+\]")
 _NON_WORD = re.compile(r"[\W_]+")
 _SPACES = re.compile(r"\s+")
+
+# Words that carry no topic. Without them the phrasing of a question ("how do I ... my ...",
+# "hi, quick question", "is it possible to ...") weighs as much as what it is about, and
+# k-means groups questions by template rather than by topic (purity 0.44 against 0.85 on
+# bench/clustering.py). Chinese has no spaces, so its fillers are cut out as substrings;
+# the list holds greetings, polite openers, question words and particles only, never
+# characters that commonly start or end content words.
+_EN_FILLERS = frozenset(
+    ENGLISH_STOP_WORDS
+    | {"hi", "hello", "hey", "thanks", "thank", "sorry", "pls", "please", "help", "need"}
+    | {"want", "like", "know", "question", "quick", "ok", "okay", "possible", "way", "s"}
+)
+_ZH_FILLERS = re.compile(
+    "|".join(
+        [
+            "请问一下",
+            "麻烦问下",
+            "请问",
+            "麻烦",
+            "一下",
+            "你好",
+            "您好",
+            "谢谢",
+            "我的",
+            "怎么",
+            "怎样",
+            "如何",
+            "可以",
+            "能否",
+            "的",
+            "了",
+            "吗",
+            "呢",
+            "吧",
+            "啊",
+            "呀",
+            "我",
+            "你",
+            "您",
+            "想",
+            "能",
+            "要",
+        ]
+    )
+)
 
 
 def normalize_question(text: str) -> str:
@@ -71,6 +119,21 @@ def normalize_question(text: str) -> str:
         position = match.end()
     parts.append(_NON_WORD.sub(" ", text[position:].casefold()))
     return _SPACES.sub(" ", "".join(parts)).strip()
+
+
+def topic_terms(normalized: str) -> str:
+    """What a normalized question is about: its words minus fillers and PII placeholders.
+
+    Only the TF-IDF vectors use it; labels and examples keep the customer's own words. A
+    question that is all filler ("hi, thanks!") keeps its normalized text, so such
+    questions still group together instead of becoming zero vectors.
+    """
+    words = [
+        word
+        for word in _ZH_FILLERS.sub(" ", normalized).split()
+        if word not in _EN_FILLERS and not _PLACEHOLDER_TOKEN.fullmatch(word)
+    ]
+    return " ".join(words) or normalized
 
 
 @dataclass(frozen=True)
@@ -97,7 +160,7 @@ def _text_vectors(normalized: list[str], random_state: int) -> np.ndarray:
         dtype=np.float32,
     )
     try:
-        tfidf = vectorizer.fit_transform(normalized)
+        tfidf = vectorizer.fit_transform([topic_terms(text) for text in normalized])
     except ValueError:  # empty vocabulary: every n-gram is rarer than min_df
         return np.zeros((len(normalized), 1), dtype=np.float32)
     components = min(SVD_COMPONENTS, tfidf.shape[1] - 1, tfidf.shape[0] - 1)

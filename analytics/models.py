@@ -36,7 +36,7 @@ class DailySiteStats(models.Model):
     escalated = _count("Conversations with at least one handoff.")
     # Handoffs, counted on the day they were created.
     handoffs = _count()
-    abandoned = _count("Handoffs the customer left before an agent took them.")
+    abandoned = _count("Conversations the customer left before an agent took their handoff.")
 
     # Latency and waiting; null when the day has no sample.
     bot_first_token_p50_ms = _measure("Time to the first token of bot answers, median.")

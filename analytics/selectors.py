@@ -98,8 +98,13 @@ DRILL_DOWNS = (
     "reopened_24h",
     "escalated",
     "rated",
+    "bot_rated",
+    "human_rated",
     "low_rating",
     # ...or that had, in the range, one of these:
+    "customer_messages",
+    "bot_answers",
+    "llm_calls",
     "handoffs",
     "abandoned",
     "thumbs_up",
@@ -108,9 +113,11 @@ DRILL_DOWNS = (
     "curated_hits",
     "llm_errors",
     # ...or, whatever the range, whose customer asked a question of the `topic` (a topic key),
-    # after the fix went live when `fix` is given.
+    # after the fix went live when `fix` is given; `outcome` narrows to the questions that
+    # were escalated, answered by the bot, or got no article.
     "topic",
 )
+TOPIC_OUTCOMES = ("answered_by_bot", "escalated", "no_article")
 
 
 def _ratio(part, whole) -> float | None:
@@ -187,7 +194,9 @@ def _drill_down(
     metric: str | None,
     *,
     rule: str | None = None,
+    score: int | None = None,
     topic: str | None = None,
+    outcome: str | None = None,
     fix: TopicFix | None = None,
 ) -> QuerySet:
     metric = metric or "conversations"
@@ -202,11 +211,18 @@ def _drill_down(
         asked = TopicQuestion.objects.filter(topic__key=topic, conversation=OuterRef("pk"))
         if fix is not None:
             asked = asked.filter(asked_at__gte=fix.fixed_at) if fix.fixed_at else asked.none()
+        if outcome is not None:
+            if outcome not in TOPIC_OUTCOMES:
+                raise ValueError(f"Unknown outcome {outcome!r}; one of: {TOPIC_OUTCOMES}")
+            asked = asked.filter(**{outcome: True})
         return qs.filter(Exists(asked))
     started = Q(created_at__gte=lo, created_at__lt=hi)
     in_range = {"created_at__gte": lo, "created_at__lt": hi}
     bot = Message.Author.BOT
     had = {
+        "customer_messages": Message.objects.filter(author=Message.Author.VISITOR, **in_range),
+        "bot_answers": Message.objects.filter(author=bot, **in_range),
+        "llm_calls": LLMCall.objects.filter(**in_range),
         "handoffs": Handoff.objects.filter(**in_range),
         "abandoned": Handoff.objects.filter(status=Handoff.Status.ABANDONED, **in_range),
         "thumbs_up": Message.objects.filter(author=bot, feedback="up", **in_range),
@@ -221,8 +237,17 @@ def _drill_down(
     if metric in had:
         return qs.filter(Exists(had[metric].filter(conversation=OuterRef("pk"))))
     qs = qs.filter(started)
-    if metric == "rated":
-        return qs.filter(rating__isnull=False)
+    if metric in ("rated", "bot_rated", "human_rated"):
+        # The CSAT figures: bot CSAT is conversations without a handoff, human with one.
+        qs = qs.filter(rating__isnull=False)
+        if score is not None:
+            qs = qs.filter(rating__score=score)
+        with_handoff = Exists(Handoff.objects.filter(conversation=OuterRef("pk")))
+        if metric == "bot_rated":
+            return qs.filter(~Q(with_handoff))
+        if metric == "human_rated":
+            return qs.filter(with_handoff)
+        return qs
     if metric == "low_rating":
         return qs.filter(rating__score__lte=2)
     if metric == "conversations":
@@ -237,17 +262,30 @@ def conversations_for(
     *,
     metric: str | None = None,
     rule: str | None = None,
+    score: int | None = None,
     topic: str | None = None,
+    outcome: str | None = None,
     fix: TopicFix | None = None,
     page: int = 1,
     per_page: int = 50,
 ) -> Page:
     """The conversations behind a figure, newest first; each has `site` and `rating` loaded.
 
-    `rule` narrows "handoffs" to one escalation rule; "topic" needs `topic` (a topic key).
+    `rule` narrows "handoffs" to one escalation rule, `score` the rated ones to one score;
+    "topic" needs `topic` (a topic key) and takes an `outcome` (TOPIC_OUTCOMES).
     """
     qs = (
-        _drill_down(site_ids, start, end, metric, rule=rule, topic=topic, fix=fix)
+        _drill_down(
+            site_ids,
+            start,
+            end,
+            metric,
+            rule=rule,
+            score=score,
+            topic=topic,
+            outcome=outcome,
+            fix=fix,
+        )
         .select_related("site", "visitor", "rating")
         .order_by("-created_at", "-pk")
     )

@@ -25,6 +25,7 @@ fresh one. `TopicFix.topic_key` follows a topic through recomputes that way.
 """
 
 import logging
+import time as clock
 import uuid
 from bisect import bisect_right
 from collections import defaultdict
@@ -39,7 +40,10 @@ from django.utils import timezone
 
 from analytics.clustering import QuestionOutcome, cluster_questions, rank_gaps
 from analytics.models import QuestionTopic, TopicFix, TopicQuestion
+from bots.models import LLMCall
 from bots.pii import redact
+from bots.pricing import cost_of
+from bots.services import CallRecord, record_llm_calls
 from handoff.models import Handoff, Rating
 from helpdesk.models import Message
 
@@ -148,33 +152,63 @@ def embeddings_configured() -> bool:
     return bool(getattr(settings, "HELPDESK_EMBEDDING_MODEL", "")) and llm_configured()
 
 
-def embed_texts(texts: list[str]) -> np.ndarray:
-    """Vectors from the configured embeddings endpoint, in batches, in input order."""
+def _embedding_call(model: str, started: float, *, tokens: int = 0, outcome="ok") -> CallRecord:
+    tokens = tokens or 0
+    return CallRecord(
+        kind=LLMCall.Kind.EMBEDDING,
+        model=model,
+        parameters={},
+        prompt_tokens=tokens,
+        cost=cost_of(model, tokens, 0),
+        total_ms=(clock.monotonic() - started) * 1000,
+        outcome=outcome,
+    )
+
+
+def embed_texts(texts: list[str], *, calls: list[CallRecord]) -> np.ndarray:
+    """Vectors from the configured embeddings endpoint, in batches, in input order.
+
+    Appends one CallRecord per request to `calls` (a failed one too, before raising), so
+    the embeddings' tokens and cost reach the LLM call log and the reports.
+    """
     from bots.llm import get_sync_client
 
     client = get_sync_client()
     model = settings.HELPDESK_EMBEDDING_MODEL
     vectors: list[list[float]] = []
     for start in range(0, len(texts), EMBEDDING_BATCH):
-        response = client.embeddings.create(
-            model=model, input=texts[start : start + EMBEDDING_BATCH]
-        )
+        started = clock.monotonic()
+        try:
+            response = client.embeddings.create(
+                model=model, input=texts[start : start + EMBEDDING_BATCH]
+            )
+        except Exception as exc:
+            calls.append(_embedding_call(model, started, outcome=type(exc).__name__))
+            raise
+        usage = getattr(response, "usage", None)
+        calls.append(_embedding_call(model, started, tokens=getattr(usage, "prompt_tokens", 0)))
         vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
     return np.asarray(vectors, dtype=np.float32)
 
 
-def _vectors(texts: list[str]) -> np.ndarray | None:
-    """Embeddings when configured; None (TF-IDF) otherwise or when the endpoint fails."""
+def _vectors(site_id: int, texts: list[str]) -> np.ndarray | None:
+    """Embeddings when configured; None (TF-IDF) otherwise or when the endpoint fails.
+
+    Every embeddings request is written to the LLM call log of the site, failed ones too.
+    """
     if not texts or not embeddings_configured():
         return None
     from bots.llm import PROVIDER_ERRORS
 
+    calls: list[CallRecord] = []
     try:
-        return embed_texts(texts)
+        return embed_texts(texts, calls=calls)
     except PROVIDER_ERRORS as exc:
         # The texts are redacted, but provider errors may echo them: log the class only.
         logger.warning("Embeddings failed (%s); clustering by TF-IDF.", type(exc).__name__)
         return None
+    finally:
+        record_llm_calls(site_id=site_id, conversation_id=None, message_id=None, calls=calls)
 
 
 def _inherit_keys(site_id: int, member_sets: list[set[int]]) -> list[uuid.UUID]:
@@ -210,7 +244,7 @@ def recompute_topics(*, site_id: int, now: datetime | None = None) -> int:
     start = now - TOPIC_WINDOW
     questions = _questions(site_id, start, now)
     texts = [q.text for q in questions]
-    clusters = cluster_questions(texts, embeddings=_vectors(texts))
+    clusters = cluster_questions(texts, embeddings=_vectors(site_id, texts))
     gaps = {id(gap.cluster): gap for gap in rank_gaps(clusters, [q.outcome for q in questions])}
     with transaction.atomic():
         keys = _inherit_keys(

@@ -37,6 +37,7 @@ from handoff.models import Handoff
 from helpdesk.models import Site
 
 DEFAULT_DAYS = 30
+RATED_METRICS = ("rated", "bot_rated", "human_rated")
 # Budget thresholds of the cost view: a warning at 80 %, an alert at 100 %.
 BUDGET_WARNING = Decimal("0.8")
 BUDGET_OVER = Decimal(1)
@@ -97,6 +98,10 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
+def _score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} / 5"
+
+
 def _number(value, digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
@@ -119,8 +124,8 @@ def _tiles(summary: dict) -> list[dict]:
             _("Customer messages"),
             _number(s["customer_messages"]),
             s["customer_messages"],
-            "conversations",
-            "",
+            "customer_messages",
+            _("%(n)s bot answers") % {"n": s["bot_answers"]},
         ),
         (
             "autonomous_rate",
@@ -129,6 +134,22 @@ def _tiles(summary: dict) -> list[dict]:
             s["autonomous_rate"],
             "autonomous",
             _("%(n)s conversations") % {"n": s["autonomous"]},
+        ),
+        (
+            "assisted_rate",
+            _("Resolved with a human"),
+            _percent(s["assisted_rate"]),
+            s["assisted_rate"],
+            "assisted",
+            _("%(n)s conversations") % {"n": s["assisted"]},
+        ),
+        (
+            "reopened_24h",
+            _("Reopened within 24 h"),
+            _number(s["reopened_24h"]),
+            s["reopened_24h"],
+            "reopened_24h",
+            _("bot 'resolutions' the customer came back to"),
         ),
         (
             "escalation_rate",
@@ -154,7 +175,7 @@ def _tiles(summary: dict) -> list[dict]:
             if s["bot_first_token_p50_ms"] is None
             else f"{s['bot_first_token_p50_ms']:,.0f} ms",
             s["bot_first_token_p50_ms"],
-            "conversations",
+            "bot_answers",
             _("median time to first token"),
         ),
         (
@@ -166,37 +187,85 @@ def _tiles(summary: dict) -> list[dict]:
             _("median, handoff to claim"),
         ),
         (
+            "first_reply_s",
+            _("First agent reply"),
+            "—" if s["first_reply_p50_s"] is None else f"{s['first_reply_p50_s']:,.0f} s",
+            s["first_reply_p50_s"],
+            "handoffs",
+            _("median, handoff to the agent's first message"),
+        ),
+        (
             "csat_avg",
             _("Satisfaction"),
-            "—" if s["csat_avg"] is None else f"{s['csat_avg']:.2f} / 5",
+            _score(s["csat_avg"]),
             s["csat_avg"],
             "rated",
             csat_note,
+        ),
+        (
+            "bot_csat_avg",
+            _("Bot satisfaction"),
+            _score(s["bot_csat_avg"]),
+            s["bot_csat_avg"],
+            "bot_rated",
+            _("conversations without a handoff, %(n)s ratings") % {"n": s["bot_csat_count"]},
+        ),
+        (
+            "human_csat_avg",
+            _("Human baseline satisfaction"),
+            _score(s["human_csat_avg"]),
+            s["human_csat_avg"],
+            "human_rated",
+            _("conversations with a handoff, %(n)s ratings") % {"n": s["human_csat_count"]},
         ),
         (
             "total_tokens",
             _("Tokens"),
             _number(s["total_tokens"]),
             s["total_tokens"],
-            "conversations",
-            "",
+            "llm_calls",
+            _("%(n)s LLM calls") % {"n": s["llm_calls"]},
         ),
-        ("cost", _("Cost"), f"{s['cost']:,.2f}", s["cost"], "conversations", ""),
+        ("cost", _("Cost"), f"{s['cost']:,.2f}", s["cost"], "llm_calls", ""),
         (
             "cost_per_1k_tokens",
             _("Cost per 1,000 tokens"),
             _number(s["cost_per_1k_tokens"], 4),
             s["cost_per_1k_tokens"],
-            "conversations",
+            "llm_calls",
+            "",
+        ),
+        (
+            "cache_hit_rate",
+            _("Cache hit rate"),
+            _percent(s["cache_hit_rate"]),
+            s["cache_hit_rate"],
+            "cache_hits",
+            _("%(n)s answers from the cache") % {"n": s["cache_hits"]},
+        ),
+        (
+            "curated_hits",
+            _("Curated answers"),
+            _number(s["curated_hits"]),
+            s["curated_hits"],
+            "curated_hits",
             "",
         ),
         (
             "abandoned",
-            _("Abandoned handoffs"),
+            _("Abandoned conversations"),
             _number(s["abandoned"]),
             s["abandoned"],
             "abandoned",
             "",
+        ),
+        (
+            "thumbs_up",
+            _("Thumbs up"),
+            _number(s["thumbs_up"]),
+            s["thumbs_up"],
+            "thumbs_up",
+            _("%(rate)s of the answers rated") % {"rate": _percent(s["thumbs_up_rate"])},
         ),
         (
             "thumbs_down",
@@ -204,7 +273,7 @@ def _tiles(summary: dict) -> list[dict]:
             _number(s["thumbs_down"]),
             s["thumbs_down"],
             "thumbs_down",
-            _("%(n)s thumbs up") % {"n": s["thumbs_up"]},
+            "",
         ),
     ]
     return [
@@ -228,7 +297,12 @@ def _series(filters: Filters) -> list[dict]:
     }
     days = (filters.end - filters.start).days + 1
     return [
-        {"day": day, "row": by_day.get(day)}
+        {
+            "day": day,
+            "row": by_day.get(day),
+            # The drill-down filters of that one day.
+            "query": Filters(start=day, end=day, site_ids=filters.site_ids).query(),
+        }
         for day in (filters.start + timedelta(days=i) for i in range(days))
     ]
 
@@ -335,7 +409,14 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             series=series,
             reasons=reasons,
             chart_data=_chart_data(series, filters),
-            csat_distribution=sorted(summary["csat_distribution"].items()),
+            csat_distribution=[
+                {
+                    "score": score,
+                    "count": count,
+                    "query": filters.query(metric="rated", score=score),
+                }
+                for score, count in sorted(summary["csat_distribution"].items())
+            ],
             topics=selectors.top_topics(filters.site_ids),
             gaps=selectors.knowledge_gaps(filters.site_ids),
             fixes=selectors.fix_results(filters.site_ids),
@@ -357,9 +438,25 @@ def conversations_view(request: HttpRequest) -> HttpResponse:
         if rule not in Handoff.Rule.values:
             return HttpResponseBadRequest(_("Unknown escalation rule."))
         narrow["rule"] = rule
+    score = request.GET.get("score") or ""
+    if score:
+        if metric not in ("rated", "bot_rated", "human_rated") or score not in {
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+        }:
+            return HttpResponseBadRequest(_("Unknown score."))
+        narrow["score"] = score
     topic = request.GET.get("topic") or ""
+    outcome = request.GET.get("outcome") or ""
     fix = None
     if metric == "topic":
+        if outcome:
+            if outcome not in selectors.TOPIC_OUTCOMES:
+                return HttpResponseBadRequest(_("Unknown outcome."))
+            narrow["outcome"] = outcome
         try:
             topic = str(uuid.UUID(topic))
         except ValueError:
@@ -374,7 +471,9 @@ def conversations_view(request: HttpRequest) -> HttpResponse:
         filters.end,
         metric=metric,
         rule=rule or None,
+        score=int(score) if score else None,
         topic=topic or None,
+        outcome=outcome or None,
         fix=fix,
         page=request.GET.get("page") or 1,
     )
@@ -394,7 +493,33 @@ def conversations_view(request: HttpRequest) -> HttpResponse:
     )
 
 
-EXPORT_TABLES = ("tiles", "daily", "reasons", "topics", "gaps", "conversations")
+EXPORT_TABLES = (
+    "tiles",
+    "daily",
+    "reasons",
+    "csat",
+    "topics",
+    "gaps",
+    "fixes",
+    "costs",
+    "conversations",
+)
+FIX_COLUMNS = [
+    "site",
+    "topic",
+    "kind",
+    "created_at",
+    "live_since",
+    "questions_before",
+    "questions_after",
+    "escalated_share_before",
+    "escalated_share_after",
+    "no_article_share_before",
+    "no_article_share_after",
+    "average_rating_before",
+    "average_rating_after",
+]
+COST_COLUMNS = ["site", "month", "tokens", "cost", "monthly_token_budget", "budget_used", "level"]
 TOPIC_COLUMNS = [
     "site",
     "label",
@@ -440,6 +565,46 @@ def export_view(request: HttpRequest, table: str) -> StreamingHttpResponse | Htt
         return csv_response(
             name, ["rule", "label", "count"], ((r["rule"], r["label"], r["count"]) for r in reasons)
         )
+    if table == "csat":
+        distribution = selectors.site_summary(f.site_ids, f.start, f.end)["csat_distribution"]
+        return csv_response(name, ["score", "ratings"], sorted(distribution.items()))
+    if table == "fixes":
+        fixes = selectors.fix_results(f.site_ids, limit=TopicFix.objects.count())
+        rows = (
+            [
+                fix.site.name,
+                fix.label,
+                "article" if fix.article_id else "curated" if fix.curated_answer_id else "",
+                fix.created_at.isoformat(),
+                fix.fixed_at.isoformat() if fix.fixed_at else "",
+                fix.before_size,
+                fix.after_size if fix.fixed_at else "",
+                fix.before_escalated_share,
+                fix.after_escalated_share,
+                fix.before_no_article_share,
+                fix.after_no_article_share,
+                fix.before_average_rating,
+                fix.after_average_rating,
+            ]
+            for fix in fixes
+        )
+        return csv_response(name, FIX_COLUMNS, rows)
+    if table == "costs":
+        # Month to date, like the cost view: the date range does not apply.
+        today = timezone.now().date()
+        rows = (
+            [
+                row["site"].name,
+                today.strftime("%Y-%m"),
+                row["tokens"],
+                row["cost"],
+                row["budget"],
+                row["share"],
+                row["level"],
+            ]
+            for row in month_to_date_costs(today)
+        )
+        return csv_response(f"costs_{today:%Y-%m}.csv", COST_COLUMNS, rows)
     if table in ("topics", "gaps"):
         # Every stored topic (not the dashboard's top ten), in the table's order.
         limit = QuestionTopic.objects.count()
@@ -496,6 +661,10 @@ def month_to_date_costs(today: date) -> list[dict]:
         rows.append(
             {
                 "site": site,
+                # The conversations behind the month's LLM calls of this site.
+                "query": Filters(start=today.replace(day=1), end=today, site_ids=[site.pk]).query(
+                    metric="llm_calls"
+                ),
                 "tokens": tokens,
                 "cost": used.get("cost") or Decimal(0),
                 "budget": budget,

@@ -1,6 +1,6 @@
 """Question clustering: time and peak memory of `analytics.clustering.cluster_questions`.
 
-    .venv/bin/python bench/clustering.py [--questions 100000] [--seed 0]
+    .venv/bin/python bench/clustering.py [--questions 100000] [--seed 0] [--repeat 3]
 
 Generates synthetic customer questions (fixed seed) from 200 topics, each a (verb, object)
 pair such as "return / hiking boots" or "退货 / 登山鞋", asked in one language (150 English
@@ -8,7 +8,7 @@ topics, 50 Chinese), with Zipf-like topic frequencies. A topic's questions are p
 one of several templates, optional filler words, order numbers and PII placeholders
 ([EMAIL], [PHONE]). Runs the offline TF-IDF path
 (no embeddings), then prints:
-  time    - wall time of cluster_questions, and of each stage measured separately
+  time    - wall time of cluster_questions: each of --repeat runs, their median and slowest
   memory  - tracemalloc peak of a second, traced run (Python + numpy allocations) and the
             process's max RSS (resource.getrusage) after both runs
   quality - purity: the share of clustered questions whose cluster's majority topic is their
@@ -19,6 +19,7 @@ import argparse
 import os
 import random
 import resource
+import statistics
 import sys
 import time
 import tracemalloc
@@ -138,6 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3, help="Timed (untraced) runs.")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -148,14 +150,19 @@ def main() -> None:
     )
     print(f"cpus: {os.cpu_count()}")
 
-    started = time.perf_counter()
-    clusters = cluster_questions(texts, random_state=0)
-    elapsed = time.perf_counter() - started
+    samples = []
+    for _ in range(args.repeat):
+        started = time.perf_counter()
+        clusters = cluster_questions(texts, random_state=0)
+        samples.append(time.perf_counter() - started)
+        print(f"  run: {samples[-1]:.2f} s")
+    elapsed = statistics.median(samples)
 
     clustered = sum(cluster.size for cluster in clusters)
     majority = sum(Counter(truth[i] for i in c.members).most_common(1)[0][1] for c in clusters)
     print(
-        f"cluster_questions: {elapsed:.2f} s, {len(clusters)} clusters, "
+        f"cluster_questions: median {elapsed:.2f} s (slowest {max(samples):.2f} s), "
+        f"{len(clusters)} clusters, "
         f"{clustered:,} questions clustered, {len(texts) - clustered:,} in 'other'"
     )
     print(f"purity: {majority / max(clustered, 1):.3f} ({len(set(truth))} true topics)")

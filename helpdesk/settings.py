@@ -212,6 +212,9 @@ HELPDESK_MODERATION = env_str("HELPDESK_MODERATION", "auto")
 HELPDESK_SUMMARY_TRIGGER = env_int("HELPDESK_SUMMARY_TRIGGER", 16)
 HELPDESK_SUMMARY_KEEP = env_int("HELPDESK_SUMMARY_KEEP", 8)
 HELPDESK_SUMMARY_MODEL = env_str("HELPDESK_SUMMARY_MODEL")
+# Question topics cluster by this embeddings model when set (and an LLM is configured);
+# otherwise by TF-IDF on character n-grams, offline.
+HELPDESK_EMBEDDING_MODEL = env_str("HELPDESK_EMBEDDING_MODEL")
 HELPDESK_PROMPT_BUDGET = env_int("HELPDESK_PROMPT_BUDGET", 6000)
 HELPDESK_CONTEXT_WINDOW = env_int("HELPDESK_CONTEXT_WINDOW", 0)
 # Site settings and knowledge versions are cached per process this long (seconds): other

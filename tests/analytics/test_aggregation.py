@@ -31,6 +31,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.forms.models import model_to_dict
+from django.urls import reverse
 
 from analytics import aggregation
 from analytics.aggregation import aggregate, touched_keys
@@ -251,6 +252,16 @@ def test_hand_computed_figures(world):
     assert (hourly.bot_answers, hourly.llm_calls, hourly.prompt_tokens) == (1, 1, 50)
 
 
+def test_abandoned_counts_conversations_not_handoffs(world):
+    c4 = Conversation.objects.get(created_at=at(D1, "20:00"))
+    # The customer is handed off again and leaves again: still one abandoned conversation.
+    world.handoff(c4, "failures", at(D1, "20:40"), status="abandoned")
+    aggregate(now=NOW)
+    a1 = day_row(world, "A", D1)
+    assert (a1.handoffs, a1.abandoned) == (3, 1)
+    assert conversations_for(None, D1, D1, metric="abandoned").paginator.count == 1
+
+
 def test_idle_conversation_becomes_autonomous_after_24_hours(world):
     aggregate(now=at(D3, "20:00"))  # c7 idle for 11 h only
     assert day_row(world, "B", D3).autonomous == 0
@@ -390,8 +401,11 @@ def test_beat_schedule_names_real_tasks():
     from helpdesk.celery import app
 
     app.loader.import_default_modules()
-    assert "analytics.tasks.aggregate_task" in app.tasks
-    assert app.tasks["analytics.tasks.aggregate_task"].acks_late
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    # The analytics jobs are on the schedule, and late-acked so a killed worker's run repeats.
+    for task in ("analytics.tasks.aggregate_task", "analytics.tasks.cluster_topics"):
+        assert task in scheduled
+        assert app.tasks[task].acks_late
     for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
         assert entry["task"] in app.tasks, f"beat entry {name!r} names no registered task"
 
@@ -433,24 +447,65 @@ def test_report_figures_read_only_the_aggregate_tables(world, django_assert_num_
 
 
 @pytest.mark.parametrize(
-    ("metric", "expected"),
+    ("metric", "expected", "figure"),
     [
-        ("handoffs", 3),
-        ("abandoned", 1),
-        ("thumbs_down", 2),
-        ("autonomous", 3),
-        ("reopened_24h", 1),
-        ("assisted", 1),
-        ("llm_errors", 2),
-        (None, 7),
+        ("handoffs", 3, "handoffs"),
+        ("abandoned", 1, "abandoned"),
+        ("thumbs_down", 2, "thumbs_down"),
+        ("thumbs_up", 1, "thumbs_up"),
+        ("cache_hits", 1, "cache_hits"),
+        ("curated_hits", 1, "curated_hits"),
+        ("autonomous", 3, "autonomous"),
+        ("reopened_24h", 1, "reopened_24h"),
+        ("assisted", 1, "assisted"),
+        ("escalated", 3, "escalated"),
+        ("rated", 2, "csat_count"),
+        ("bot_rated", 1, "bot_csat_count"),
+        ("human_rated", 1, "human_csat_count"),
+        ("llm_errors", 2, None),  # c3's timeout and c6's rate limit: conversations, not calls
+        ("llm_calls", 6, None),  # every conversation but c4, which never reached the LLM
+        ("bot_answers", 6, None),
+        ("customer_messages", 7, None),
+        (None, 7, "conversations"),
     ],
 )
-def test_drill_down_matches_the_figures(world, metric, expected):
+def test_drill_down_matches_the_figures(world, metric, expected, figure):
     aggregate(now=NOW)
     page = conversations_for(None, D1, D3, metric=metric, per_page=5)
     assert page.paginator.count == expected
-    if metric:
-        assert page.paginator.count == site_summary(None, D1, D3)[metric]
+    if figure:
+        assert page.paginator.count == site_summary(None, D1, D3)[figure]
+
+
+def test_drill_down_of_bot_and_human_satisfaction(world):
+    bot = conversations_for(None, D1, D3, metric="bot_rated")
+    human = conversations_for(None, D1, D3, metric="human_rated")
+    assert [c.rating.score for c in bot] == [5]
+    assert [c.rating.score for c in human] == [3]
+    assert [c.rating.score for c in conversations_for(None, D1, D3, metric="rated", score=3)] == [3]
+
+
+def test_every_dashboard_tile_drills_down(world, client, django_user_model):
+    from tests.analytics.test_reports import make_user
+
+    aggregate(now=NOW)
+    client.force_login(make_user(django_user_model, "maria", group="Managers"))
+    params = {"start": D1.isoformat(), "end": D3.isoformat()}
+    response = client.get(reverse("admin:analytics_dashboard"), params)
+    tiles = response.context["tiles"]
+    html = response.content.decode()
+    keys = {tile["key"] for tile in tiles}
+    # The outcome figures that tell the bot's work from the humans'.
+    assert {"autonomous_rate", "assisted_rate", "reopened_24h"} <= keys
+    assert {"bot_csat_avg", "human_csat_avg", "cache_hit_rate", "curated_hits"} <= keys
+    shown = {tile["key"]: tile["display"] for tile in tiles}
+    assert (shown["bot_csat_avg"], shown["human_csat_avg"]) == ("5.00 / 5", "3.00 / 5")
+    assert (shown["assisted_rate"], shown["reopened_24h"]) == ("14.3%", "1")
+    for tile in tiles:
+        assert tile["url"].replace("&", "&amp;") in html
+        listed = client.get(tile["url"])
+        assert listed.status_code == 200, tile["key"]
+        assert listed.context["page_obj"].paginator.count > 0, tile["key"]
 
 
 def test_conversation_export_rows(world):

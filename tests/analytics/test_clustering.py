@@ -12,6 +12,7 @@ from analytics.clustering import (
     cluster_questions,
     normalize_question,
     rank_gaps,
+    topic_terms,
 )
 
 TOPICS = {
@@ -140,7 +141,44 @@ def test_normalize_chinese_drops_full_width_punctuation_and_keeps_characters():
     assert normalize_question("订单【12345】“退货”") == "订单 12345 退货"
 
 
+# --- topic_terms -----------------------------------------------------------------------
+
+
+def test_topic_terms_drop_fillers_stop_words_and_placeholders():
+    text = normalize_question("Hi, quick question: how do I return my tent? My email is [EMAIL]")
+    assert topic_terms(text) == "return tent email"
+    assert topic_terms(normalize_question("你好，请问我的帐篷怎么退货？")) == "帐篷 退货"
+
+
+def test_topic_terms_keep_a_question_that_is_all_filler():
+    assert topic_terms("hi thanks") == "hi thanks"
+
+
 # --- cluster_questions: offline TF-IDF path ------------------------------------------
+
+
+# Four topics, each asked in the same five phrasings: the phrasing must not be the topic.
+PHRASINGS = [
+    "Hi, how do I {} my {}?",
+    "quick question: can I {} the {} please",
+    "is it possible to {} a {}? call me at [PHONE]",
+    "hello, I need to {} my {}, my email is [EMAIL]",
+    "sorry, what's the way to {} {}",
+    "{} {}?",
+]
+ACTIONS = {("return", "tent"), ("return", "kayak"), ("track", "tent"), ("track", "kayak")}
+
+
+def test_clusters_follow_the_topic_not_the_phrasing():
+    texts, truth = [], []
+    for verb, thing in sorted(ACTIONS):
+        for phrasing in PHRASINGS:
+            texts.append(phrasing.format(verb, thing))
+            truth.append((verb, thing))
+    clusters = cluster_questions(texts, max_clusters=len(ACTIONS), random_state=0)
+    assert sorted(sorted({truth[i] for i in c.members}) for c in clusters) == sorted(
+        [topic] for topic in ACTIONS
+    )
 
 
 def test_clusters_recover_english_and_chinese_topics():

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from analytics.exports import safe_cell
 from analytics.models import DailySiteStats, HandoffReasonStats
+from analytics.views import EXPORT_TABLES
 from bots.models import BotConfig
 from handoff.models import Handoff, Rating
 from helpdesk.models import Conversation, Visitor
@@ -27,8 +28,7 @@ DASHBOARD = "admin:analytics_dashboard"
 PAGES = [
     (DASHBOARD, ()),
     ("admin:analytics_conversations", ()),
-    ("admin:analytics_export", ("tiles",)),
-    ("admin:analytics_export", ("conversations",)),
+    *(("admin:analytics_export", (table,)) for table in EXPORT_TABLES),
     ("admin:analytics_costs", ()),
 ]
 
@@ -203,6 +203,11 @@ def test_dashboard_totals_come_from_the_daily_rows(manager_client):
         f"{reverse('admin:analytics_conversations')}?start={(day - timedelta(days=1))}"
         f"&amp;end={today()}&amp;metric=handoffs&amp;rule=customer_request&amp;site={shop.pk}"
     ) in html
+    # Each figure of the daily table drills down to that day's conversations.
+    one_day = f"start={day}&amp;end={day}&amp;site={shop.pk}"
+    for metric in ("conversations", "customer_messages", "autonomous", "escalated", "rated"):
+        assert f"{reverse('admin:analytics_conversations')}?{one_day}&amp;metric={metric}" in html
+    assert html.count(f"?{one_day}&amp;metric=llm_calls") == 2  # tokens and cost
     assert 'id="an-topics"' in html
     assert 'id="an-gaps"' in html
     # Charts: data in a json_script block, Chart.js from static, no inline script.
@@ -234,19 +239,32 @@ def seed(sites: int, days: int):
     return {"start": (today() - timedelta(days=days)).isoformat(), "end": today().isoformat()}
 
 
+# Session, user, Managers group; summary, series, reasons (the aggregate tables); topics,
+# gaps, fixes; the user's and the group's permissions (the fix buttons); the site filter.
+DASHBOARD_QUERIES = 12
+
+
 def test_dashboard_queries_do_not_grow_with_days_or_sites(
-    manager_client, django_assert_max_num_queries
+    manager_client, django_assert_num_queries
 ):
     small = seed(1, 2)
-    with CaptureQueriesContext(connection) as few:
+    with django_assert_num_queries(DASHBOARD_QUERIES):
         assert manager_client.get(reverse(DASHBOARD), small).status_code == 200
-    # Session, user, sites, summary, series, reasons, topics, gaps, fixes, ...
-    assert len(few) <= 12
     DailySiteStats.objects.all().delete()
     large = seed(6, 90)
-    with django_assert_max_num_queries(len(few)):
+    with django_assert_num_queries(DASHBOARD_QUERIES):
         response = manager_client.get(reverse(DASHBOARD), large)
     assert response.context["summary"]["conversations"] == 6 * 90
+
+
+def test_dashboard_reads_no_source_table(manager_client):
+    """Figures come from the report tables only: a year of ten sites costs what a day does."""
+    params = seed(2, 3)
+    with CaptureQueriesContext(connection) as queries:
+        assert manager_client.get(reverse(DASHBOARD), params).status_code == 200
+    sources = ("helpdesk_message", "helpdesk_conversation", "handoff_", "bots_llmcall")
+    read = [q["sql"] for q in queries if any(f'"{table}' in q["sql"] for table in sources)]
+    assert read == []
 
 
 # Drill-down
@@ -343,6 +361,36 @@ def test_tiles_and_daily_exports(manager_client):
     assert Decimal(by_day[day.isoformat()]["cost"]) == Decimal("1.5")
 
 
+def test_csat_export_and_drill_down_per_score(manager_client):
+    shop = make_site(name="Shop")
+    day = today() - timedelta(days=1)
+    stats(shop, day, csat_count=2, csat_sum=7, csat_2=1, csat_5=1)
+    low, high = conversation(shop, day, score=2), conversation(shop, day, score=5)
+
+    rows = read_csv(manager_client.get(reverse("admin:analytics_export", args=["csat"])))
+    assert rows == [
+        ["score", "ratings"],
+        ["1", "0"],
+        ["2", "1"],
+        ["3", "0"],
+        ["4", "0"],
+        ["5", "1"],
+    ]
+
+    html = manager_client.get(reverse(DASHBOARD)).content.decode()
+    assert f"end={today()}&amp;metric=rated&amp;score=2" in html
+    url = reverse("admin:analytics_conversations")
+    params = {"start": day.isoformat(), "end": day.isoformat(), "metric": "rated"}
+    listed = manager_client.get(url, {**params, "score": 2})
+    assert [c.pk for c in listed.context["page_obj"]] == [low.pk]
+    assert [c.pk for c in manager_client.get(url, {**params, "score": 5}).context["page_obj"]] == [
+        high.pk
+    ]
+    assert manager_client.get(url, {**params, "score": 9}).status_code == 400
+    assert manager_client.get(url, {**params, "score": 12}).status_code == 400
+    assert manager_client.get(url, {**params, "metric": "handoffs", "score": 2}).status_code == 400
+
+
 def test_reasons_export(manager_client):
     shop = make_site(name="Shop")
     HandoffReasonStats.objects.create(site=shop, day=today(), rule="keyword", count=4)
@@ -404,6 +452,33 @@ def test_cost_view_badges_at_80_and_100_percent(manager_client):
     assert html.count("an-badge-warning") == 1
     assert html.count("an-badge-over") == 1
     assert "Over budget" in html
+    # Each site's tokens and cost drill down to its conversations with LLM calls this month.
+    over = rows["C over"]["site"]
+    assert (
+        f"{reverse('admin:analytics_conversations')}?start={month_start}&amp;end={today()}"
+        f"&amp;metric=llm_calls&amp;site={over.pk}"
+    ) in html
+
+    rows = read_csv(manager_client.get(reverse("admin:analytics_export", args=["costs"])))
+    assert rows[0] == [
+        "site",
+        "month",
+        "tokens",
+        "cost",
+        "monthly_token_budget",
+        "budget_used",
+        "level",
+    ]
+    by_site = {row[0]: row for row in rows[1:]}
+    tokens, cost, budget, used, level = by_site["B warning"][2:]
+    assert (tokens, Decimal(cost), budget, Decimal(used), level) == (
+        "850",
+        2,
+        "1000",
+        Decimal("0.85"),
+        "warning",
+    )
+    assert by_site["D unlimited"][4:] == ["", "", "none"]
 
 
 def test_chart_library_is_vendored():

@@ -1,6 +1,8 @@
 """Stored topics and gaps (analytics.topics, the cluster_topics task), the dashboard tables and
 their drill-down, fixes made from a gap and the before/after measurement."""
 
+import csv
+import io
 from datetime import timedelta
 from io import StringIO
 
@@ -13,7 +15,7 @@ from django.utils import timezone
 from analytics.models import QuestionTopic, TopicFix, TopicQuestion
 from analytics.tasks import cluster_topics
 from analytics.topics import recompute_topics
-from bots.models import Article, CuratedAnswer
+from bots.models import Article, CuratedAnswer, LLMCall
 from handoff.models import Handoff, Rating
 from helpdesk.models import Conversation, Message, Visitor
 from tests.analytics.test_reports import make_user
@@ -131,6 +133,23 @@ def test_embeddings_path(shop, fake_llm, settings):
     assert embedded
     assert sorted(embedded[0].body["input"]) == sorted(SHIPPING + REFUND)
     assert QuestionTopic.objects.filter(site=shop).exists()
+    # The embeddings request is in the site's LLM call log, so its tokens reach the reports.
+    [call] = LLMCall.objects.filter(site=shop, kind="embedding")
+    assert (call.model, call.outcome, call.conversation) == ("text-embedding-3-small", "ok", None)
+    assert call.prompt_tokens > 0
+
+
+def test_embeddings_failure_falls_back_to_text_and_is_logged(shop, settings):
+    # A real refused connection: nothing listens on the discard port.
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
+    settings.OPENAI_API_KEY = "test-key"
+    settings.HELPDESK_LLM_MAX_RETRIES = 0
+    settings.HELPDESK_EMBEDDING_MODEL = "text-embedding-3-small"
+
+    assert recompute_topics(site_id=shop.pk) == 2  # the TF-IDF topics
+
+    [call] = LLMCall.objects.filter(site=shop, kind="embedding")
+    assert (call.outcome, call.prompt_tokens) == ("APIConnectionError", 0)
 
 
 def test_management_command_runs_topics(shop):
@@ -179,6 +198,22 @@ def test_dashboard_shows_topics_and_gaps_with_drill_down(shop, manager_client):
     assert len(expected) == 5
     bad = manager_client.get(reverse("admin:analytics_conversations"), {"metric": "topic"})
     assert bad.status_code == 400
+
+    # The shares drill down too: the topic's escalated questions only.
+    shipping = topic_of(shop, SHIPPING[0])
+    assert f"topic={shipping.key}&amp;outcome=answered_by_bot" in html
+    assert f"topic={refund.key}&amp;outcome=no_article" in html
+    url = reverse("admin:analytics_conversations")
+    answered = manager_client.get(
+        url, {"metric": "topic", "topic": str(shipping.key), "outcome": "answered_by_bot"}
+    )
+    assert answered.context["page_obj"].paginator.count == 4
+    escalated = manager_client.get(
+        url, {"metric": "topic", "topic": str(shipping.key), "outcome": "escalated"}
+    )
+    assert escalated.context["page_obj"].paginator.count == 0
+    nope = manager_client.get(url, {"metric": "topic", "topic": str(shipping.key), "outcome": "x"})
+    assert nope.status_code == 400
 
     export = manager_client.get(reverse("admin:analytics_export", args=["gaps"]))
     body = b"".join(export.streaming_content).decode("utf-8")
@@ -269,3 +304,16 @@ def test_fix_is_measured_again_after_it_goes_live(shop, manager_client):
     )
     texts = {c.messages.get(seq=1).text for c in after.context["page_obj"]}
     assert texts == {"refund for a broken blender?", "blender broken, refund"}
+
+    export = manager_client.get(reverse("admin:analytics_export", args=["fixes"]))
+    rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode()[1:])))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["site"], row["kind"], row["live_since"]) == (
+        "Shop",
+        "article",
+        fix.fixed_at.isoformat(),
+    )
+    assert (row["questions_before"], row["questions_after"]) == ("4", "2")
+    assert (float(row["escalated_share_before"]), float(row["escalated_share_after"])) == (1, 0)
+    assert (float(row["average_rating_before"]), float(row["average_rating_after"])) == (1.5, 4)

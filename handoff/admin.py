@@ -210,7 +210,7 @@ class HandoffSettingsAdmin(admin.ModelAdmin):
     list_filter = ["auto_assign", "sentiment_check"]
     fieldsets = [
         (None, {"fields": ["site"]}),
-        (_("Escalation"), {"fields": ["failure_threshold", "sentiment_check"]}),
+        (_("Escalation"), {"fields": ["failure_threshold", "sentiment_check", "sentiment_llm"]}),
         (
             _("Queue"),
             {
@@ -228,7 +228,7 @@ class HandoffSettingsAdmin(admin.ModelAdmin):
 
 @admin.register(SensitiveTopic)
 class SensitiveTopicAdmin(admin.ModelAdmin):
-    list_display = ["name", "site", "team", "priority"]
+    list_display = ["name", "site", "team", "priority", "amount_over"]
     list_filter = ["site", "team"]
     list_select_related = ["site", "team"]
     search_fields = ["name", "keywords"]

@@ -5,15 +5,27 @@ conversation, and `escalate_after_bot` when the bot itself asked for a person (a
 a moderation flag) or has just failed once too often.
 """
 
+import logging
+
+from django.db import transaction
 from django.db.models import Max
 from django.db.models.functions import Coalesce
 from django.utils import translation
 from django.utils.translation import gettext
 
-from handoff import services
+from handoff import sentiment, services
 from handoff.models import Handoff
-from handoff.policy import PolicyConfig, TurnFacts, bot_outcome, evaluate, priority_for
-from helpdesk.models import Message
+from handoff.policy import (
+    Decision,
+    PolicyConfig,
+    TurnFacts,
+    bot_outcome,
+    evaluate,
+    priority_for,
+)
+from helpdesk.models import Conversation, Message
+
+logger = logging.getLogger(__name__)
 
 
 def _notice(language: str) -> str:
@@ -66,7 +78,48 @@ def maybe_escalate(*, message_id: int) -> "services.Escalation | None":
         ),
     )
     decision = evaluate(facts, config)
-    return _escalate(conversation, decision) if decision.escalate else None
+    if decision.escalate:
+        return _escalate(conversation, decision)
+    if config.sentiment_check and sentiment.wanted(sentiment_llm=config.sentiment_llm):
+        from handoff.tasks import check_sentiment_task  # tasks imports this module
+
+        # robust: a broker that is down must not fail the bot's answer; the lexicon stands.
+        transaction.on_commit(lambda: check_sentiment_task.delay(message.pk), robust=True)
+    return None
+
+
+def escalate_on_sentiment(*, message_id: int) -> "services.Escalation | None":
+    """Ask the LLM about a customer message the lexicon let through; escalate if it is angry.
+
+    Only while the bot still has the conversation: by the time the task runs a person may
+    have it, or it may be closed. Every failure leaves the conversation with the bot.
+    """
+    message = Message.objects.select_related("conversation__visitor").get(pk=message_id)
+    conversation = message.conversation
+    if conversation.status != Conversation.Status.BOT:
+        return None
+    verdict = sentiment.assess(
+        site_id=conversation.site_id,
+        conversation_id=conversation.pk,
+        message_id=message.pk,
+        text=message.text,
+    )
+    if verdict is None or not verdict.escalates:
+        return None
+    config = PolicyConfig.for_site(conversation.site_id)
+    decision = Decision(
+        escalate=True,
+        rule=Handoff.Rule.SENTIMENT,
+        reason=f"Angry or distressed customer (LLM, score {verdict.score}): {verdict.reason}",
+        priority=priority_for(Handoff.Rule.SENTIMENT),
+        team_id=config.default_team_id,
+    )
+    try:
+        return _escalate(conversation, decision)
+    except services.HandoffError:
+        # Resolved meanwhile.
+        logger.info("Conversation %s closed before its sentiment check.", conversation.pk)
+        return None
 
 
 def escalate_after_bot(
@@ -74,8 +127,6 @@ def escalate_after_bot(
 ) -> "services.Escalation | None":
     """After a bot answer: queue a conversation the bot handed over, that it failed once too
     often, or whose LLM provider is down."""
-    from helpdesk.models import Conversation
-
     conversation = Conversation.objects.select_related("visitor").get(pk=conversation_id)
     if conversation.status == Conversation.Status.WAITING:
         # The bot (a tool call or moderation) already asked for a person.

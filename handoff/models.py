@@ -66,6 +66,14 @@ class HandoffSettings(models.Model):
     sentiment_check = models.BooleanField(
         default=True, help_text="Escalate angry or distressed customers."
     )
+    sentiment_llm = models.BooleanField(
+        "ask the LLM about sentiment",
+        default=False,
+        help_text=(
+            "When an LLM is configured, also ask it about each customer message the word list "
+            "lets through (one extra call per message, counted in the LLM call log)."
+        ),
+    )
     business_hours = models.JSONField(
         default=dict,
         blank=True,
@@ -97,6 +105,18 @@ class SensitiveTopic(models.Model):
     keywords = models.TextField(help_text="One word or phrase per line (any language).")
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL)
     priority = models.PositiveSmallIntegerField(default=1)
+    amount_over = models.DecimalField(
+        "only for amounts over",
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text=(
+            "Fire only when the message also names an amount of money above this "
+            '(e.g. 100 for "a refund over 100": "$250", "250 euros", "300元"). '
+            "Empty: any mention of a keyword."
+        ),
+    )
 
     def __str__(self) -> str:
         return self.name

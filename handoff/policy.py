@@ -30,6 +30,7 @@ flag or a tool call found after the bot's answer, in handoff.escalation).
 import re
 import unicodedata
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 from bots.moderation import banned_words_for
 from handoff.models import Handoff, HandoffSettings, SensitiveTopic
@@ -61,6 +62,8 @@ class Topic:
     keywords: tuple[str, ...]
     team_id: int | None = None
     priority: int = 1
+    # Set: a keyword fires only with an amount of money above it in the same message.
+    amount_over: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class PolicyConfig:
 
     failure_threshold: int = 3
     sentiment_check: bool = True
+    # Also ask the LLM (handoff.sentiment) about messages the lexicon lets through.
+    sentiment_llm: bool = False
     topics: tuple[Topic, ...] = ()
     default_team_id: int | None = None
 
@@ -84,6 +89,7 @@ class PolicyConfig:
                 keywords=tuple(row.keyword_list()),
                 team_id=row.team_id,
                 priority=row.priority,
+                amount_over=row.amount_over,
             )
             # Highest priority first, so the most urgent topic wins when several match.
             for row in SensitiveTopic.objects.filter(site_id=site_id).order_by("-priority", "id")
@@ -91,6 +97,7 @@ class PolicyConfig:
         return cls(
             failure_threshold=settings.failure_threshold,
             sentiment_check=settings.sentiment_check,
+            sentiment_llm=settings.sentiment_check and settings.sentiment_llm,
             topics=tuple(t for t in topics if t.keywords),
             default_team_id=settings.default_team_id,
         )
@@ -298,6 +305,36 @@ def _asks_for_person(text: str) -> str | None:
     return None
 
 
+# Amounts of money, for topics with a limit ("a refund over 100"): a number with a currency
+# sign or word before or after it, so an order number or a date is never an amount. Thousands
+# may be grouped with commas ("1,200.50"); "2k" is 2000. No currency conversion: the limit
+# is compared with the number as written.
+_NUMBER = r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)\s*(k\b)?"
+_CURRENCY_BEFORE = r"(?:[$€£¥]|(?<![a-z])(?:us\$|usd|eur|gbp|cny|rmb|aud|cad)\s*)"
+_CURRENCY_AFTER = (
+    r"(?:\s*(?:dollars?|bucks|euros?|pounds?|usd|eur|gbp|cny|rmb|aud|cad)(?![a-z])"
+    r"|\s*(?:美元|美金|欧元|英镑|人民币|元|块|塊|圆))"
+)
+_AMOUNT = re.compile(
+    rf"{_CURRENCY_BEFORE}\s*{_NUMBER}|(?<![\d.,]){_NUMBER}(?={_CURRENCY_AFTER})", re.IGNORECASE
+)
+
+
+def amounts_of_money(text: str) -> list[Decimal]:
+    """Every amount of money the (NFKC-normalised) text names, e.g. "$1,200" -> 1200."""
+    found = []
+    for match in _AMOUNT.finditer(text):
+        number, thousands = (
+            (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+        )
+        try:
+            value = Decimal(number.replace(",", ""))
+        except InvalidOperation:
+            continue
+        found.append(value * 1000 if thousands else value)
+    return found
+
+
 # -- rule 4: sentiment -------------------------------------------------------------------
 
 # Lexicon-based, English and Chinese. Each distinct signal found adds its weight; the
@@ -314,9 +351,9 @@ def _asks_for_person(text: str) -> str | None:
 #
 # So "my parcel is late, a bit disappointed" (1) stays with the bot, "URGENT!!!" (1+1) too,
 # "WHERE IS MY ORDER!!!" (2+1) goes to a person. Shouting alone does not fire: caps lock and
-# "THANK YOU SO MUCH" are not anger. An LLM-based sentiment check can replace this lexicon
-# later behind the same `sentiment_check` setting; this one costs nothing and never leaves
-# the process.
+# "THANK YOU SO MUCH" are not anger. This lexicon costs nothing and never leaves the
+# process; a site may add the LLM's opinion on what it lets through (`sentiment_llm`,
+# handoff.sentiment), which never overrules it.
 SENTIMENT_THRESHOLD = 3
 
 
@@ -473,9 +510,15 @@ def evaluate(facts: TurnFacts, config: PolicyConfig) -> Decision:
         # sorted() is stable: on equal priority the first configured topic wins.
         for topic in sorted(config.topics, key=lambda t: -t.priority):
             if word := banned_words_for(topic.keywords).find(text):
+                why = f"Sensitive topic {_quote(topic.name, 100)}: {_quote(word)}"
+                if topic.amount_over is not None:
+                    largest = max(amounts_of_money(text), default=None)
+                    if largest is None or largest <= topic.amount_over:
+                        continue
+                    why += f", amount {largest:f} over {topic.amount_over:f}"
                 return _escalate(
                     Handoff.Rule.KEYWORD,
-                    f"Sensitive topic {_quote(topic.name, 100)}: {_quote(word)}",
+                    why,
                     topic.priority,
                     topic.team_id if topic.team_id is not None else team,
                 )

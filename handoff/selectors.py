@@ -250,6 +250,33 @@ def queue_info(handoff_id: int, *, now: datetime | None = None) -> QueueInfo:
     )
 
 
+def widget_handoff_frames(conversation_id: int) -> list[dict]:
+    """The handoff state a widget that (re)connects would have got live, as the same frames.
+
+    Waiting: the `queue` frame (position, expected wait, availability) and the `contact`
+    frame of an e-mail address already left. With an agent: the `agent` frame of whoever
+    holds the conversation now. Nothing when no handoff is open.
+    """
+    handoff = (
+        Handoff.objects.open()
+        .filter(conversation_id=conversation_id)
+        .select_related("agent__agent_profile", "conversation")
+        .first()
+    )
+    if handoff is None:
+        return []
+    frames: list[dict]
+    if handoff.status == Handoff.Status.WAITING:
+        frames = [queue_info(handoff.pk).as_frame()]
+        if handoff.conversation.contact_email:
+            frames.append({"type": "contact", "email": handoff.conversation.contact_email})
+    elif handoff.agent is not None:
+        frames = [{"type": "agent", "name": agent_name(handoff.agent), "joined": True}]
+    else:
+        frames = []
+    return [{"conversation": conversation_id, **frame} for frame in frames]
+
+
 def site_queue(site_id: int, *, now: datetime | None = None) -> dict[int, QueueInfo]:
     """QueueInfo of every waiting handoff of a site, by conversation id, in a few queries."""
     waiting = list(

@@ -55,6 +55,10 @@ class HandoffError(Exception):
 class Escalation:
     handoff: dict
     created: bool
+    # Already sent by escalate_conversation(), so `changed` is always False and a caller's
+    # publish_status_change() sends nothing twice. `status` is the conversation's status
+    # after the escalation (`human` when it was auto-assigned); `notice` is the stored
+    # notice when this escalation moved the conversation to the queue, else None.
     status_change: StatusChange
     queue: QueueInfo
 
@@ -99,9 +103,12 @@ def escalate_conversation(
 
     The conversation goes to `waiting` with `notice` as a system message (request_human; a
     no-op when it already waits or a human has it). A handoff is created unless one is open.
-    Sent on commit: `created` to the agents, `queue` frames to the site's waiting customers
-    and, when the site auto-assigns, the claim's events. The status change is returned, not
-    sent: the caller publishes it as for request_human (consumers.publish_status_change).
+    Sent on commit, in this order: to the conversation, `status` waiting and the notice (when
+    this call moved it); `created` to the agents; then either the claim's events, when the
+    site auto-assigns, or `queue` frames to the site's waiting customers. The caller publishes
+    nothing: a status change it published after the claim would put the customer back to
+    `waiting`. A conversation whose first message is the notice (the widget's "Talk to a
+    person" button on a new chat) starts here, so `conversation.started` goes out first.
     """
     if rule not in Handoff.Rule.values:
         raise HandoffError("invalid", f"Unknown escalation rule {rule!r}.")
@@ -112,6 +119,16 @@ def escalate_conversation(
         if conversation.status == Conversation.Status.RESOLVED:
             raise HandoffError("resolved")
         site_id = conversation.site_id
+        if change.changed:
+            events.send_to_conversation(
+                conversation_id, {"type": "status", "status": change.status}
+            )
+            events.send_to_conversation(
+                conversation_id, {"type": "message", "message": change.notice}
+            )
+            # Exactly one message has seq 1: a first customer message announces it instead.
+            if change.notice["seq"] == 1:
+                announce_conversation_started(conversation_id=conversation_id)
         handoff = _open_handoff(conversation_id)
         created = handoff is None
         if created:
@@ -131,11 +148,13 @@ def escalate_conversation(
                 handoff = Handoff.objects.open().get(conversation_id=conversation_id)
                 created = False
         queue = None
+        assigned = False
         if created:
             payload = selectors.handoff_payload(selectors.load_handoff(handoff.pk))
             events.send_to_agents(site_id, "created", payload)
             _emit_webhook(site_id=site_id, event="handoff.created", payload=payload)
-            if not _auto_assign(handoff, site_settings):
+            assigned = _auto_assign(handoff, site_settings)
+            if not assigned:
                 # The claim publishes the site's queue itself.
                 queue = _publish_site_queue(site_id).get(conversation_id)
         elif handoff.status == Handoff.Status.WAITING:
@@ -146,7 +165,12 @@ def escalate_conversation(
         return Escalation(
             handoff=payload,
             created=created,
-            status_change=change,
+            status_change=StatusChange(
+                conversation_id,
+                Conversation.Status.HUMAN if assigned else change.status,
+                changed=False,
+                notice=change.notice,
+            ),
             queue=queue or selectors.queue_info(handoff.pk),
         )
 
@@ -548,7 +572,8 @@ def _check_owner(handoff: Handoff | None, agent) -> None:
 def set_contact_email(*, visitor_id: int, email: str) -> str:
     """Keep the customer's e-mail address on their latest conversation for a follow-up.
 
-    Sends nothing: the widget consumer answers the `contact` frame itself.
+    The consoles following the conversation get a `contact` frame on commit; the customer's
+    own socket does not (agents only): the widget consumer answers the `contact` frame itself.
     """
     email = (email or "").strip()
     try:
@@ -563,6 +588,9 @@ def set_contact_email(*, visitor_id: int, email: str) -> str:
             raise HandoffError("invalid", "There is no conversation to follow up on.")
         conversation.contact_email = email
         conversation.save(update_fields=["contact_email", "updated_at"])
+        events.send_to_conversation(
+            conversation.pk, {"type": "contact", "email": email}, agents_only=True
+        )
     return email
 
 

@@ -39,3 +39,15 @@ def mark_abandoned_handoffs_task():
     from handoff.services import mark_abandoned_handoffs
 
     return mark_abandoned_handoffs()
+
+
+@shared_task(acks_late=True)
+def check_sentiment_task(message_id: int) -> bool:
+    """The LLM's sentiment check of one customer message (handoff.sentiment).
+
+    Safe to run twice: once the conversation is with a person nothing is asked or changed.
+    No retries: a verdict that comes late is of no use, and the lexicon has decided already.
+    """
+    from handoff.escalation import escalate_on_sentiment
+
+    return escalate_on_sentiment(message_id=message_id) is not None

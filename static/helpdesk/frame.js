@@ -1152,7 +1152,8 @@
     renderQueue();
   }
   function onContact(f) {
-    answered('contact');
+    // Between `ready` and `synced` it restates an address left before: no answer to ours.
+    if (!replaying) answered('contact');
     if (f.conversation != null && conv != null && f.conversation !== conv) return;
     contactSaved = typeof f.email === 'string' && f.email ? f.email : contactSending;
     contactSending = contactError = null;
@@ -1193,7 +1194,8 @@
     pendingLines = [];
   }
 
-  // A person joined (or left).
+  // A person joined (or left). Between `ready` and `synced` the server restates who has the
+  // conversation (a reload forgot it): that is state, already told by the history's messages.
   function onAgent(f) {
     if (!isCurrent(f)) return;
     var name = typeof f.name === 'string' ? f.name.trim() : '';
@@ -1201,7 +1203,7 @@
       name = name || t('Agent');
       if (name !== agentName) { // a reconnect may repeat it: one line per agent
         agentName = name;
-        agentLine('agent-joined', 'AgentJoined', name);
+        if (!replaying) agentLine('agent-joined', 'AgentJoined', name);
       }
       bySeq.forEach(function (rec) { if (rec.author === 'agent' && !rec.agentName) setAgentName(rec, name); });
     } else if (name || agentName) {

@@ -64,6 +64,16 @@ def agent_on_the_queue(chromium, helpdesk_server, init_script: str = ""):
     return context, page
 
 
+def reload_chat(context):
+    """The customer reloads the business's page and opens the chat again."""
+    page = context.pages[0]
+    page.reload()
+    page.get_by_role("button", name="Open chat").click()
+    chat = page.frame_locator('iframe[title="Chat"]')
+    expect(chat.locator("#helpdesk")).to_have_attribute("data-connection", "ready")
+    return chat
+
+
 def test_customer_to_agent_and_back(agent, host_page, helpdesk_server, chromium):
     customer_context, chat = customer_asks_for_a_person(chromium, host_page)
     agent_context, console = agent_on_the_queue(chromium, helpdesk_server)
@@ -96,6 +106,33 @@ def test_customer_to_agent_and_back(agent, host_page, helpdesk_server, chromium)
     stored = in_thread(lambda: Rating.objects.get())
     assert (stored.score, stored.comment) == (5, "Quick and kind")
     assert in_thread(lambda: Conversation.objects.get().status) == "resolved"
+    customer_context.close()
+    agent_context.close()
+
+
+def test_a_reload_keeps_the_queue_place_and_the_agents_name(
+    agent, host_page, helpdesk_server, chromium
+):
+    customer_context, chat = customer_asks_for_a_person(chromium, host_page)
+    expect(chat.locator(".hd-queue-position")).to_have_text("You are number 1 in the queue")
+    chat = reload_chat(customer_context)
+    expect(chat.locator(".hd-queue-title")).to_contain_text("A person will be with you")
+    expect(chat.locator(".hd-queue-position")).to_have_text("You are number 1 in the queue")
+
+    agent_context, console = agent_on_the_queue(chromium, helpdesk_server)
+    conversation = in_thread(lambda: Conversation.objects.get())
+    console.locator(f'[data-conversation="{conversation.pk}"]').get_by_role(
+        "link", name="Open"
+    ).click()
+    console.get_by_role("button", name="Claim").click()
+    expect(chat.locator("#helpdesk-subtitle")).to_have_text("Ann")
+    # The agent's name again, without a second "joined" line (the history has the message).
+    chat = reload_chat(customer_context)
+    expect(chat.locator("#helpdesk-subtitle")).to_have_text("Ann")
+    expect(chat.locator("#helpdesk-queue")).to_be_hidden()
+    expect(chat.locator('[data-author="system"]').last).to_contain_text("Ann joined")
+    customer_context.pages[0].wait_for_timeout(2000)  # past the delay of such a line
+    expect(chat.locator('.hd-line[data-notice="agent-joined"]')).to_have_count(0)
     customer_context.close()
     agent_context.close()
 

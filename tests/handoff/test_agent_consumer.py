@@ -104,6 +104,7 @@ async def test_a_new_handoff_appears_live_and_in_the_queue(shop, django_user_mod
     pushed = await agent.receive_until(lambda f: f["type"] == "handoff")
     assert pushed["event"] == "created"
     assert pushed["handoff"]["conversation"] == conversation_id
+    assert (pushed["handoff"]["rule"], pushed["handoff"]["priority"]) == ("customer_request", 1)
     await agent.send({"type": "queue"})
     queue = await agent.receive_until(lambda f: f["type"] == "queue")
     assert [h["conversation"] for h in queue["handoffs"]] == [conversation_id]
@@ -325,6 +326,31 @@ async def test_the_first_message_of_a_conversation_fires_conversation_started(sh
     assert deliveries == ["conversation.started"]
 
 
+async def test_a_conversation_begun_with_the_button_fires_conversation_started(shop):
+    from handoff.models import Webhook, WebhookDelivery
+
+    await database_sync_to_async(Webhook.objects.create)(
+        site=shop,
+        url="http://127.0.0.1:9/hook",
+        secret="s3cret-s3cret",
+        events=["conversation.started", "handoff.created"],
+    )
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    await visitor.say("Hello? My order is late")
+    await visitor.close()
+    deliveries = await database_sync_to_async(
+        lambda: list(
+            WebhookDelivery.objects.order_by("pk").values_list(
+                "event", "payload__data__conversation"
+            )
+        )
+    )()
+    assert deliveries == [
+        ("conversation.started", conversation_id),
+        ("handoff.created", conversation_id),
+    ]
+
+
 async def test_a_moderation_flag_reaches_the_queue_at_high_priority(shop):
     from bots.models import BotConfig
 
@@ -450,4 +476,127 @@ async def test_the_notification_switch_is_saved_on_the_profile(shop, django_user
     await agent.receive_until(lambda f: f["type"] == "notifications")
     await database_sync_to_async(profile.refresh_from_db)()
     assert profile.notifications is True
+    await agent.close()
+
+
+async def frames_until_quiet(client, quiet: float = 0.5) -> list[dict]:
+    """Every frame the client gets until none comes for `quiet` seconds."""
+    frames = []
+    # receive_nothing(), not a receive that times out: that would cancel the consumer.
+    while not await client.communicator.receive_nothing(timeout=quiet):
+        frames.append(await client.receive())
+    return frames
+
+
+@pytest.mark.parametrize("ask", ["button", "words"])
+async def test_with_auto_assignment_the_customer_ends_with_the_agent(shop, django_user_model, ask):
+    from handoff.models import HandoffSettings
+
+    await database_sync_to_async(HandoffSettings.objects.create)(
+        site=shop, auto_assign=HandoffSettings.AutoAssign.ROUND_ROBIN
+    )
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    await database_sync_to_async(AgentProfile.objects.filter(user=user).update)(is_online=True)
+    visitor = await WidgetClient.opened(shop.key)
+    if ask == "button":
+        await visitor.send({"type": "handoff", "reason": "button"})
+    else:
+        await visitor.say("I want to talk to a human")
+    frames = await frames_until_quiet(visitor)
+    await visitor.close()
+
+    # In the order they happened: waiting with the notice, then the claim.
+    assert [f["status"] for f in frames if f["type"] == "status"] == ["waiting", "human"]
+    agent = next(f for f in frames if f["type"] == "agent")
+    assert (agent["name"], agent["joined"]) == ("Alice", True)
+    system = [f["message"]["text"] for f in frames if f["type"] == "message"]
+    assert system[-2].startswith("Thanks")
+    assert system[-1] == "Alice joined the conversation."
+    conversation = await database_sync_to_async(Conversation.objects.get)()
+    assert conversation.status == "human"
+
+
+async def reloaded(site, token: str, after: int = 0) -> tuple[WidgetClient, list[dict]]:
+    """A new socket of the same visitor (a reload of the page): the frames of its hello."""
+    client = WidgetClient(site.key)
+    assert await client.connect()
+    await client.send({"type": "hello", "token": token, "after": after, "language": "en"})
+    return client, await client.receive_until("synced")
+
+
+async def test_a_reload_while_waiting_gets_the_queue_place_and_the_address_again(shop):
+    ahead, _ = await customer_asking_for_a_person(shop)
+    first, conversation_id = await customer_asking_for_a_person(shop)
+    await first.send({"type": "contact", "email": "kim@example.com"})
+    await first.receive_until("contact")
+    await first.close()
+    visitor, frames = await reloaded(shop, first.token, after=1)
+
+    types = [f["type"] for f in frames]
+    assert types[0] == "ready"
+    assert types.index("queue") < types.index("synced")
+    queue = next(f for f in frames if f["type"] == "queue")
+    assert queue == {
+        "type": "queue",
+        "conversation": conversation_id,
+        "position": 2,
+        "expected_wait_seconds": None,
+        "agents_online": False,
+        "open_now": True,
+    }
+    contact = next(f for f in frames if f["type"] == "contact")
+    assert (contact["conversation"], contact["email"]) == (conversation_id, "kim@example.com")
+    assert "agent" not in types
+    await visitor.close()
+    await ahead.close()
+
+
+async def test_a_reload_with_an_agent_gets_the_agents_name_again(shop, django_user_model):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    first, conversation_id = await customer_asking_for_a_person(shop)
+    handoff = await database_sync_to_async(Handoff.objects.get)(conversation_id=conversation_id)
+    agent = await connected_agent(user)
+    await agent.send({"type": "claim", "handoff": handoff.pk})
+    await agent.receive_until(lambda f: f["type"] == "claimed")
+    await first.receive_until("agent")
+    await first.close()
+
+    visitor, frames = await reloaded(shop, first.token)
+    types = [f["type"] for f in frames]
+    assert frames[0]["conversation"]["status"] == "human"
+    # The state comes first, then the history (which holds the "joined" system message).
+    assert types.index("agent") < types.index("message")
+    joined = next(f for f in frames if f["type"] == "agent")
+    assert joined == {
+        "type": "agent",
+        "conversation": conversation_id,
+        "name": "Alice",
+        "joined": True,
+    }
+    assert "queue" not in types
+
+    # Back with the bot: nothing about a person any more.
+    await agent.send({"type": "return_to_bot", "conversation": conversation_id})
+    await visitor.receive_until("status")
+    await visitor.close()
+    again, frames = await reloaded(shop, first.token)
+    assert not {"agent", "queue", "contact"} & {f["type"] for f in frames}
+    await again.close()
+    await agent.close()
+
+
+async def test_an_address_left_by_the_customer_reaches_the_console_live(shop, django_user_model):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    agent = await connected_agent(user)
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    await agent.send({"type": "open", "conversation": conversation_id})
+    await agent.receive_until(lambda f: f["type"] == "transcript")
+
+    await visitor.send({"type": "contact", "email": "kim@example.com"})
+    seen = await agent.receive_until(lambda f: f["type"] == "contact")
+    assert (seen["conversation"], seen["email"]) == (conversation_id, "kim@example.com")
+    # The customer gets one answer: theirs, not the consoles' copy too.
+    frames = await frames_until_quiet(visitor)
+    assert [f["type"] for f in frames if f["type"] == "contact"] == ["contact"]
+    await visitor.close()
     await agent.close()

@@ -1,5 +1,7 @@
 """The escalation policy, rule by rule: pure tests, except one of PolicyConfig.for_site."""
 
+from decimal import Decimal
+
 import pytest
 
 from bots import offline
@@ -389,3 +391,57 @@ def test_policy_config_for_site(django_assert_max_num_queries):
     )
     decision = evaluate(TurnFacts("I was charged twice"), config)
     assert (decision.rule, decision.team_id) == ("keyword", billing.id)
+
+
+# -- 3b. sensitive topics with an amount limit ("a refund over 100") ----------------------
+
+REFUNDS_OVER_100 = PolicyConfig(
+    topics=(Topic("Large refunds", ("refund", "退款"), team_id=7, amount_over=Decimal(100)),)
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I want a refund of $250",
+        "Refund me 1,200.50 euros now",
+        "refund USD 101",
+        "我要退款500元",
+        "a refund of $2k please",
+        # The largest amount decides.
+        "I paid $20 and $180, refund all of it",
+    ],
+)
+def test_a_topic_with_a_limit_fires_over_it(text):
+    decision = decide(text, REFUNDS_OVER_100)
+    assert (decision.rule, decision.team_id) == ("keyword", 7)
+    assert "over 100" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I want a refund of $50",
+        "refund exactly $100",
+        "退款80元",
+        # Numbers without a currency are not amounts: order numbers, dates, quantities.
+        "refund for order 48211 from 2024-05-01",
+        "refund please",
+        # An amount without the keyword is not the topic.
+        "I paid $900 for the tent",
+    ],
+)
+def test_a_topic_with_a_limit_stays_quiet_at_or_under_it(text):
+    assert not decide(text, REFUNDS_OVER_100).escalate
+
+
+def test_the_amount_limit_is_read_from_the_site(db, site):
+    SensitiveTopic.objects.create(
+        site=site, name="Large refunds", keywords="refund", amount_over=Decimal("99.50")
+    )
+    config = PolicyConfig.for_site(site.id)
+    assert config.topics == (
+        Topic("Large refunds", ("refund",), team_id=None, priority=1, amount_over=Decimal("99.50")),
+    )
+    assert evaluate(TurnFacts("refund $99.51"), config).rule == "keyword"
+    assert not evaluate(TurnFacts("refund $99.50"), config).escalate

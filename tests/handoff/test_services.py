@@ -156,8 +156,8 @@ def test_escalation_creates_one_handoff_however_often_it_is_asked(site, webhooks
     assert not second.created
     assert Handoff.objects.count() == 1
     assert second.handoff["id"] == first.handoff["id"]
-    assert first.status_change.changed
-    assert not second.status_change.changed
+    assert first.status_change.notice["text"] == NOTICE
+    assert second.status_change.notice is None
     handoff = Handoff.objects.get()
     assert (handoff.status, handoff.rule, handoff.reason) == (
         "waiting",
@@ -204,6 +204,22 @@ def test_a_conversation_already_waiting_without_a_handoff_gets_one(site):
     assert not escalation.status_change.changed
     assert texts(conversation) == [NOTICE]
     assert Handoff.objects.get().rule == "tool"
+
+
+def test_a_conversation_that_begins_with_the_escalation_is_announced_as_started(site, webhooks):
+    """The widget's "Talk to a person" button on a new chat: the notice is message 1."""
+    visitor = Visitor.objects.create(site=site, language="en", page_url="https://shop.example/")
+    conversation = Conversation.objects.create(site=site, visitor=visitor, language="en")
+
+    escalate(conversation)
+    escalate(conversation)
+
+    assert [event for _, event, _ in webhooks] == ["conversation.started", "handoff.created"]
+    started = webhooks[0][2]
+    assert (started["conversation"], started["page_url"]) == (
+        conversation.pk,
+        "https://shop.example/",
+    )
 
 
 def test_a_concurrent_escalation_that_lost_the_race_returns_the_open_handoff(site, monkeypatch):
@@ -274,10 +290,18 @@ def test_escalation_events_go_out_on_commit(
         assert customer.events() == []  # nothing before the commit
     assert callbacks
 
-    # The status change and the notice are the caller's to publish (it has the socket).
+    # The service sends the status change and the notice itself, before the queue; the
+    # caller has nothing left to publish.
     assert escalation.status_change.status == "waiting"
     assert escalation.status_change.notice["text"] == NOTICE
-    [event] = customer.events()
+    assert not escalation.status_change.changed
+    status, notice, event = customer.events()
+    assert status["frame"] == {
+        "type": "status",
+        "conversation": conversation.pk,
+        "status": "waiting",
+    }
+    assert notice["frame"]["message"]["text"] == NOTICE
     assert (event["type"], event["audience"], event["skip"]) == ("conversation.frame", "all", None)
     assert event["frame"] == {
         "type": "queue",
@@ -600,6 +624,33 @@ def test_auto_assignment_keeps_to_the_handoffs_team(site, make_agent):
     assert escalate(make_conversation(site)).handoff["agent"]["id"] == bob.pk
 
 
+def test_an_auto_assigned_escalation_tells_the_customer_in_order(
+    site, make_agent, listen, django_capture_on_commit_callbacks
+):
+    HandoffSettings.objects.create(site=site, auto_assign="round_robin")
+    make_agent("ann", site, online=True)
+    conversation = make_conversation(site)
+    customer = listen(conversation_group(conversation.pk))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        escalation = escalate(conversation)
+
+    frames = customer.frames()
+    assert [(f["type"], f.get("status")) for f in frames] == [
+        ("status", "waiting"),
+        ("message", None),
+        ("status", "human"),
+        ("agent", None),
+        ("message", None),
+    ]
+    assert [f["message"]["text"] for f in frames if f["type"] == "message"] == [
+        NOTICE,
+        "Ann joined the conversation.",
+    ]
+    # Nothing left for the caller to publish after the claim.
+    assert (escalation.status_change.status, escalation.status_change.changed) == ("human", False)
+
+
 def test_resolved_handoffs_free_capacity(site, make_agent):
     HandoffSettings.objects.create(site=site, auto_assign="round_robin")
     ann = make_agent("ann", site, online=True, capacity=1)
@@ -907,7 +958,14 @@ def test_contact_email_is_validated_and_stored(site, listen, django_capture_on_c
     assert stored == "ann@example.com"
     conversation.refresh_from_db()
     assert conversation.contact_email == "ann@example.com"
-    assert customer.frames() == []  # the consumer answers the visitor itself
+    # The consoles hear of it live; the consumer answers the visitor itself.
+    [event] = customer.events()
+    assert event["audience"] == "agents"
+    assert event["frame"] == {
+        "type": "contact",
+        "conversation": conversation.pk,
+        "email": "ann@example.com",
+    }
 
 
 def test_a_visitor_without_a_conversation_cannot_leave_an_address(site):

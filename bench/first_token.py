@@ -8,6 +8,8 @@ server with zero delay as its LLM), opens real websockets, and for each turn mea
   engine - first minus the LLM's own time to its first chunk (from the audit log): what the
            engine adds before the first token (redaction, moderation round trip to the stub,
            curated/cache lookups, retrieval, prompt building, DB writes, channel layer)
+  after  - engine minus ack: what is added once the customer's message is stored and acked
+           (the escalation policy, the turn read, prompt building, the answer's row, relay)
 Prints median, p90, p99 and max in milliseconds.
 
     .venv/bin/python bench/first_token.py [--turns 1000] [--conversations 50] [--articles 200]
@@ -216,11 +218,15 @@ async def main_async(args) -> None:
         llm.stop()
     llm_first = json.loads(manage(env, "shell", "-c", LLM_FIRST_CHUNK).strip().splitlines()[-1])
     # The warm-up turns are not in timings["ids"], so they drop out here.
-    timings["engine"] = [
-        first - llm_first[str(message_id)]
-        for message_id, first in zip(timings["ids"], timings["first"], strict=True)
+    turns = [
+        (first, ack, llm_first[str(message_id)])
+        for message_id, first, ack in zip(
+            timings["ids"], timings["first"], timings["ack"], strict=True
+        )
         if str(message_id) in llm_first
     ]
+    timings["engine"] = [first - llm for first, _ack, llm in turns]
+    timings["after"] = [first - ack - llm for first, ack, llm in turns]
     database = "PostgreSQL" if "DATABASE_URL" in os.environ else "SQLite"
     layer = "Redis" if "REDIS_URL" in os.environ else "in-memory"
     print(
@@ -228,7 +234,7 @@ async def main_async(args) -> None:
         f"fake LLM with zero delay, {args.conversations} conversations, "
         f"{len(timings['done'])} turns in {elapsed:.1f} s), milliseconds:"
     )
-    for name in ("ack", "first", "engine", "done"):
+    for name in ("ack", "first", "engine", "after", "done"):
         print(report(name, timings[name]))
 
 

@@ -29,6 +29,20 @@ def _fresh_process_state():
     breaker.reset()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """A channel-layer instance per test.
+
+    The Redis layer keeps one receive lock per instance, bound to the event loop that made
+    it, and answers outlive their socket by design: one still running when a test's loop
+    closes would leave that lock to the next test's loop. In production each process has a
+    single loop, so this is a test-only concern.
+    """
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+    channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
+
+
 @pytest.fixture(scope="session")
 def fake_llm_server():
     with FakeLLMServer() as server:

@@ -213,28 +213,16 @@ def _cache_key(turn: services.Turn) -> str | None:
     return f"bots:answer:{turn.site_id}:{turn.knowledge_version}:{digest}"
 
 
-def start_moderation(text: str) -> "asyncio.Task | None":
-    """Start the provider's moderation of a customer message as soon as it arrives.
-
-    The consumer calls this before storing the message, so the round trip overlaps the store
-    and the ack, and hands the task to `reply()`; it cancels it when no answer follows.
-    """
-    if not _moderation_wanted():
-        return None
-    return asyncio.create_task(_moderate(redact(text).text))
-
-
 async def reply(
-    *,
-    conversation_id: int,
-    message_id: int,
-    moderation: "asyncio.Task | None" = None,
+    *, conversation_id: int, message_id: int, question: str | None = None
 ) -> AsyncIterator[BotEvent]:
     """Answer the customer message `message_id`: deltas, then the stored answer.
 
-    `moderation` is the task `start_moderation()` returned for this message, if any; without
-    it the message is moderated here.
+    Passing the message's text lets moderation start while the turn is read.
     """
+    moderation = None
+    if question is not None and _moderation_wanted():
+        moderation = asyncio.create_task(_moderate(redact(question).text))
     try:
         turn = await database_sync_to_async(services.prepare_turn)(
             conversation_id=conversation_id,

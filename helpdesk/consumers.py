@@ -26,7 +26,6 @@ from handoff import services as handoff_services
 from handoff.models import Handoff
 from handoff.policy import priority_for
 from helpdesk import services
-from helpdesk.answer_relay import AnswerRelay
 from helpdesk.languages import supported_language
 from helpdesk.models import Conversation, normalize_origin
 from helpdesk.protocol import ProtocolError, parse_client_frame
@@ -55,7 +54,6 @@ def origin_allowed(*, origin: str, host: str, site: services.SiteInfo) -> bool:
 
 class WidgetConsumer(AsyncWebsocketConsumer):
     site: services.SiteInfo
-    connected = False
     visitor_id: int | None = None
     conversation_id: int | None = None
 
@@ -76,10 +74,8 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.recent_messages: deque[float] = deque()
         self.answer_lock = asyncio.Lock()
         await self.accept()
-        self.connected = True
 
     async def disconnect(self, code: int) -> None:
-        self.connected = False
         if self.conversation_id is not None:
             await self.channel_layer.group_discard(
                 conversation_group(self.conversation_id), self.channel_name
@@ -144,42 +140,34 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     async def on_message(self, frame: dict) -> None:
         self.check_rate(frame["id"])
-        # Moderation overlaps the store; it is dropped when no bot answer follows.
-        moderation = engine.start_moderation(frame["text"])
-        answering = False
-        try:
-            recorded = await database_sync_to_async(services.record_visitor_message)(
-                visitor_id=self.visitor_id, client_id=frame["id"], text=frame["text"]
+        recorded = await database_sync_to_async(services.record_visitor_message)(
+            visitor_id=self.visitor_id, client_id=frame["id"], text=frame["text"]
+        )
+        await self.follow_conversation(recorded.conversation_id)
+        stored = recorded.message
+        await self.send_frame(
+            {
+                "type": "ack",
+                "id": str(frame["id"]),
+                "message_id": stored["id"],
+                "conversation": recorded.conversation_id,
+                "seq": stored["seq"],
+                "duplicate": not recorded.created,
+            }
+        )
+        if not recorded.created:
+            return
+        if stored["seq"] == 1:
+            await database_sync_to_async(handoff_services.announce_conversation_started)(
+                conversation_id=recorded.conversation_id
             )
-            await self.follow_conversation(recorded.conversation_id)
-            stored = recorded.message
-            await self.send_frame(
-                {
-                    "type": "ack",
-                    "id": str(frame["id"]),
-                    "message_id": stored["id"],
-                    "conversation": recorded.conversation_id,
-                    "seq": stored["seq"],
-                    "duplicate": not recorded.created,
-                }
+        if recorded.conversation_status == Conversation.Status.BOT:
+            # Started before the echo to other tabs goes out, so the bot's work begins now.
+            task = asyncio.create_task(
+                self.answer(recorded.conversation_id, stored["id"], stored["text"])
             )
-            if not recorded.created:
-                return
-            if stored["seq"] == 1:
-                await database_sync_to_async(handoff_services.announce_conversation_started)(
-                    conversation_id=recorded.conversation_id
-                )
-            if recorded.conversation_status == Conversation.Status.BOT:
-                # Started before the echo to other tabs goes out, so the bot's work begins now.
-                task = asyncio.create_task(
-                    self.answer(recorded.conversation_id, stored, moderation)
-                )
-                answering = True
-                _running_answers.add(task)
-                task.add_done_callback(_running_answers.discard)
-        finally:
-            if moderation is not None and not answering:
-                moderation.cancel()
+            _running_answers.add(task)
+            task.add_done_callback(_running_answers.discard)
         await self.publish({"type": "message", "message": stored}, skip_self=True)
 
     async def on_resume(self, frame: dict) -> None:
@@ -326,69 +314,53 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             },
         )
 
-    async def answer(
-        self, conversation_id: int, stored: dict, moderation: "asyncio.Task | None"
-    ) -> None:
-        message_id = stored["id"]
+    async def answer(self, conversation_id: int, message_id: int, question: str) -> None:
+        group = conversation_group(conversation_id)
+
+        async def relay(frame: dict) -> None:
+            event = {"conversation": conversation_id, **frame}
+            await self.channel_layer.group_send(
+                group, {"type": "conversation.frame", "frame": event, "skip": None}
+            )
+
         async with self.answer_lock:
             escalation = await database_sync_to_async(handoff_escalation.maybe_escalate)(
                 message_id=message_id
             )
             if escalation is not None:
-                if moderation is not None:
-                    moderation.cancel()
                 await publish_status_change(self.channel_layer, escalation.status_change)
                 return
-            relay = AnswerRelay(
-                conversation_id=conversation_id,
-                group=conversation_group(conversation_id),
-                channel_layer=self.channel_layer,
-                channel_name=self.channel_name,
-                send_own=self.send_own,
-            )
+            # The typing frame goes out while the engine starts; it is awaited before the
+            # first event so it always arrives first.
+            typing = asyncio.create_task(relay({"type": "typing", "author": "bot", "active": True}))
             try:
-                await relay.send({"type": "typing", "author": "bot", "active": True})
-                try:
-                    async for event in engine.reply(
-                        conversation_id=conversation_id,
-                        message_id=message_id,
-                        moderation=moderation,
-                    ):
-                        if isinstance(event, engine.StatusChanged):
-                            for frame in status_change_frames(event.change):
-                                await relay.send(frame)
-                        else:
-                            await relay.send(_frame_of(event))
-                except Exception:
-                    logger.exception("The bot failed on conversation %s", conversation_id)
-                    await relay.send(
-                        {
-                            "type": "error",
-                            "code": "bot_unavailable",
-                            "message": "The assistant failed.",
-                            "id": None,
-                        }
-                    )
-                await relay.send({"type": "typing", "author": "bot", "active": False})
-                escalation = await database_sync_to_async(handoff_escalation.escalate_after_bot)(
-                    conversation_id=conversation_id,
-                    provider_down=llm_configured() and breaker.is_open(provider_key()),
+                async for event in engine.reply(
+                    conversation_id=conversation_id, message_id=message_id, question=question
+                ):
+                    await typing
+                    if isinstance(event, engine.StatusChanged):
+                        await publish_status_change(self.channel_layer, event.change)
+                    else:
+                        await relay(_frame_of(event))
+            except Exception:
+                logger.exception("The bot failed on conversation %s", conversation_id)
+                await relay(
+                    {
+                        "type": "error",
+                        "code": "bot_unavailable",
+                        "message": "The assistant failed.",
+                        "id": None,
+                    }
                 )
-                if escalation is not None:
-                    for frame in status_change_frames(escalation.status_change):
-                        await relay.send(frame)
             finally:
-                await relay.close()
-
-    async def send_own(self, conversation_id: int, frame: dict) -> None:
-        """Send a frame of `conversation_id` to this socket, if it is open and still on it."""
-        if not (self.connected and self.conversation_id == conversation_id):
-            return
-        try:
-            await self.send_frame(frame)
-        except Exception:
-            # The socket went away mid-answer: the answer goes on, for the reconnect's replay.
-            self.connected = False
+                await typing
+                await relay({"type": "typing", "author": "bot", "active": False})
+            escalation = await database_sync_to_async(handoff_escalation.escalate_after_bot)(
+                conversation_id=conversation_id,
+                provider_down=llm_configured() and breaker.is_open(provider_key()),
+            )
+            if escalation is not None:
+                await publish_status_change(self.channel_layer, escalation.status_change)
 
     # Channel-layer events
 
@@ -397,20 +369,15 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await self.send_frame(event["frame"])
 
 
-def status_change_frames(change: services.StatusChange) -> list[dict]:
-    """The frames that tell a conversation's connections it changed state, and why."""
+async def publish_status_change(layer, change: services.StatusChange) -> None:
+    """Tell every connection of the conversation that it changed state, and why."""
     if not change.changed:
-        return []
+        return
+    group = conversation_group(change.conversation_id)
     frames = [{"type": "status", "status": change.status}]
     if change.notice is not None:
         frames.append({"type": "message", "message": change.notice})
-    return frames
-
-
-async def publish_status_change(layer, change: services.StatusChange) -> None:
-    """Tell every connection of the conversation that it changed state, and why."""
-    group = conversation_group(change.conversation_id)
-    for frame in status_change_frames(change):
+    for frame in frames:
         await layer.group_send(
             group,
             {

@@ -7,13 +7,13 @@ layer and the websocket; never a model instance.
 import logging
 import statistics
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from handoff.models import AgentProfile, Handoff, HandoffSettings, InternalNote, Team
+from handoff.models import AgentProfile, Handoff, HandoffSettings, InternalNote, Rating, Team
 from helpdesk.models import Conversation, Message
 
 logger = logging.getLogger(__name__)
@@ -248,6 +248,34 @@ def queue_info(handoff_id: int, *, now: datetime | None = None) -> QueueInfo:
         agents_online=agents_online(handoff.site_id, team_id=handoff.team_id),
         open_now=is_open(site_settings.business_hours, site_settings.timezone, now),
     )
+
+
+# How long after "Resolve" a reloaded widget still offers the rating.
+RATING_WINDOW = timedelta(hours=24)
+
+
+def conversation_to_rate(*, visitor_id: int) -> dict | None:
+    """The visitor's latest conversation if it is resolved, recently, and not rated yet, as
+    the widget's `ready` names a conversation; else None.
+
+    A reload after "Resolve" has no open conversation to show: this one keeps the transcript
+    and the rating prompt in view, as they were live. Writing again starts a new one.
+    """
+    latest = (
+        Conversation.objects.filter(visitor_id=visitor_id)
+        .order_by("-created_at", "-pk")
+        .values("pk", "status", "last_seq", "resolved_at")
+        .first()
+    )
+    if (
+        latest is None
+        or latest["status"] != Conversation.Status.RESOLVED
+        or latest["resolved_at"] is None
+        or latest["resolved_at"] < timezone.now() - RATING_WINDOW
+        or Rating.objects.filter(conversation_id=latest["pk"]).exists()
+    ):
+        return None
+    return {"id": latest["pk"], "status": latest["status"], "seq": latest["last_seq"]}
 
 
 def widget_handoff_frames(conversation_id: int) -> list[dict]:

@@ -120,6 +120,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.visitor_id = session.visitor_id
         self.language = supported_language(frame["language"])
         conversation = session.conversation
+        if conversation is None:
+            conversation = await database_sync_to_async(handoff_selectors.conversation_to_rate)(
+                visitor_id=session.visitor_id
+            )
         await self.follow_conversation(conversation["id"] if conversation else None)
         await self.send_frame(
             {

@@ -3,12 +3,14 @@
 import asyncio
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.utils import timezone
 
 from handoff.models import AgentProfile, Handoff, InternalNote
 from helpdesk import consumers
@@ -599,4 +601,55 @@ async def test_an_address_left_by_the_customer_reaches_the_console_live(shop, dj
     frames = await frames_until_quiet(visitor)
     assert [f["type"] for f in frames if f["type"] == "contact"] == ["contact"]
     await visitor.close()
+    await agent.close()
+
+
+async def test_a_reload_after_resolve_still_offers_the_rating(shop, django_user_model):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    agent = await connected_agent(user)
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    token = visitor.token
+    handoff = await database_sync_to_async(Handoff.objects.get)(conversation_id=conversation_id)
+    await agent.send({"type": "claim", "handoff": handoff.pk})
+    await agent.receive_until(lambda f: f["type"] == "claimed")
+    await agent.send({"type": "resolve", "conversation": conversation_id})
+    while (await visitor.receive_until("status"))[-1]["status"] != "resolved":
+        pass
+    await visitor.close()
+
+    # The reload names the resolved conversation, so the widget shows it and asks to rate.
+    again, frames = await reloaded(shop, token)
+    ready = frames[0]
+    assert ready["conversation"]["id"] == conversation_id
+    assert ready["conversation"]["status"] == "resolved"
+    assert [f["message"]["seq"] for f in frames if f["type"] == "message"]
+    await again.send({"type": "rating", "score": 4})
+    assert (await again.receive_until("rating"))[-1]["score"] == 4
+    await again.close()
+
+    # Rated: the next reload starts afresh.
+    last, frames = await reloaded(shop, token)
+    assert frames[0]["conversation"] is None
+    await last.close()
+    await agent.close()
+
+
+async def test_the_rating_offer_ends_a_day_after_resolve(shop, django_user_model):
+    user = await database_sync_to_async(make_agent)(django_user_model, shop)
+    agent = await connected_agent(user)
+    visitor, conversation_id = await customer_asking_for_a_person(shop)
+    token = visitor.token
+    handoff = await database_sync_to_async(Handoff.objects.get)(conversation_id=conversation_id)
+    await agent.send({"type": "claim", "handoff": handoff.pk})
+    await agent.receive_until(lambda f: f["type"] == "claimed")
+    await agent.send({"type": "resolve", "conversation": conversation_id})
+    while (await visitor.receive_until("status"))[-1]["status"] != "resolved":
+        pass
+    await visitor.close()
+    await database_sync_to_async(Conversation.objects.filter(pk=conversation_id).update)(
+        resolved_at=timezone.now() - timedelta(hours=25)
+    )
+    again, frames = await reloaded(shop, token)
+    assert frames[0]["conversation"] is None
+    await again.close()
     await agent.close()

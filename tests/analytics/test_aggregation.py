@@ -22,14 +22,19 @@ site B, 2026-03-03
   LLM call 50+25 $0.0005
 """
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
-from unittest import mock
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection, connections
 from django.forms.models import model_to_dict
 from django.urls import reverse
 
@@ -118,6 +123,16 @@ class World:
 
 @pytest.fixture
 def world(db) -> World:
+    return build_world()
+
+
+@pytest.fixture
+def committed_world(transactional_db) -> World:
+    """The same rows, committed, for a test whose other process must see them."""
+    return build_world()
+
+
+def build_world() -> World:
     w = World()
     c1 = w.conversation("A", "v1", at(D1, "09:00"), status="resolved", resolved=at(D1, "09:10"))
     w.message(c1, "visitor", at(D1, "09:00"))
@@ -308,34 +323,70 @@ def test_rerun_is_idempotent(world):
     assert snapshot() == first
 
 
-def test_run_killed_midway_is_rolled_back_and_rerun_gives_same_tables(world):
+ON_POSTGRESQL = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+def waiting_on(table: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE c.relname = %s AND NOT l.granted",
+            [table],
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="holds a table lock with PostgreSQL's LOCK TABLE")
+def test_a_real_process_killed_mid_run_leaves_the_tables_as_they_were(committed_world):
+    """`manage.py aggregate` in its own process, SIGKILLed while its transaction is open."""
     aggregate(now=NOW)
     before = snapshot()
     watermark = AggregationState.objects.get().watermark
-    world.rating(world.c5, 4, NOW + timedelta(minutes=1))
-    later = NOW + timedelta(minutes=10)
+    committed_world.rating(committed_world.c5, 4, NOW + timedelta(minutes=1))
 
-    real_upsert = aggregation._upsert
-    calls = []
+    # Another session holds the daily table, so the run stops inside its transaction, at its
+    # first statement on that table, with everything before it done.
+    blocker = connections.create_connection("default")
+    blocker.set_autocommit(False)
+    with blocker.cursor() as cursor:
+        cursor.execute(f"LOCK TABLE {DailySiteStats._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+    db = connection.settings_dict
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"REDIS_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env["DATABASE_URL"] = (
+        f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "aggregate", "--full"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not waiting_on(DailySiteStats._meta.db_table):
+            assert worker.poll() is None, "the run ended before it reached the daily table"
+            assert time.monotonic() < deadline, "the run never reached the daily table"
+            time.sleep(0.05)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        blocker.rollback()
+        blocker.close()
 
-    def crash_on_second(*args, **kwargs):
-        calls.append(args[0])
-        if len(calls) == 2:
-            raise RuntimeError("worker killed")
-        return real_upsert(*args, **kwargs)
-
-    with (
-        mock.patch.object(aggregation, "_upsert", side_effect=crash_on_second),
-        pytest.raises(RuntimeError, match="worker killed"),
-    ):
-        aggregate(now=later)
-    assert calls[0] is DailySiteStats  # the daily rows were written, then rolled back
+    assert worker.returncode == -signal.SIGKILL
     assert snapshot() == before
     assert AggregationState.objects.get().watermark == watermark
-
+    later = NOW + timedelta(minutes=10)
     aggregate(now=later)
     rerun = snapshot()
-    assert rerun != before
+    assert rerun != before  # the late rating counts now
     aggregate(now=later, full=True)
     assert snapshot() == rerun
 

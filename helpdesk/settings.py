@@ -155,7 +155,17 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [redis_db_url(REDIS_URL, env_int("HELPDESK_REDIS_CHANNELS_DB", 0))],
+                # redis-py 8 caps a pool at 100 connections, and more raise at once instead
+                # of waiting: a hundred sockets joining their groups together then fail with
+                # "Too many connections".
+                "hosts": [
+                    {
+                        "address": redis_db_url(
+                            REDIS_URL, env_int("HELPDESK_REDIS_CHANNELS_DB", 0)
+                        ),
+                        "max_connections": env_int("HELPDESK_REDIS_MAX_CONNECTIONS", 1000),
+                    }
+                ],
                 "capacity": env_int("HELPDESK_CHANNEL_CAPACITY", 200),
                 "expiry": 30,
             },

@@ -604,11 +604,12 @@ async def test_an_address_left_by_the_customer_reaches_the_console_live(shop, dj
     await agent.close()
 
 
-async def test_a_reload_after_resolve_still_offers_the_rating(shop, django_user_model):
+async def resolved_by_an_agent(shop, django_user_model) -> tuple[AgentClient, str, int]:
+    """A customer asked for a person, an agent claimed and resolved, the customer left: the
+    agent's socket, the customer's token and the conversation."""
     user = await database_sync_to_async(make_agent)(django_user_model, shop)
     agent = await connected_agent(user)
     visitor, conversation_id = await customer_asking_for_a_person(shop)
-    token = visitor.token
     handoff = await database_sync_to_async(Handoff.objects.get)(conversation_id=conversation_id)
     await agent.send({"type": "claim", "handoff": handoff.pk})
     await agent.receive_until(lambda f: f["type"] == "claimed")
@@ -616,6 +617,11 @@ async def test_a_reload_after_resolve_still_offers_the_rating(shop, django_user_
     while (await visitor.receive_until("status"))[-1]["status"] != "resolved":
         pass
     await visitor.close()
+    return agent, visitor.token, conversation_id
+
+
+async def test_a_reload_after_resolve_still_offers_the_rating(shop, django_user_model):
+    agent, token, conversation_id = await resolved_by_an_agent(shop, django_user_model)
 
     # The reload names the resolved conversation, so the widget shows it and asks to rate.
     again, frames = await reloaded(shop, token)
@@ -635,17 +641,7 @@ async def test_a_reload_after_resolve_still_offers_the_rating(shop, django_user_
 
 
 async def test_the_rating_offer_ends_a_day_after_resolve(shop, django_user_model):
-    user = await database_sync_to_async(make_agent)(django_user_model, shop)
-    agent = await connected_agent(user)
-    visitor, conversation_id = await customer_asking_for_a_person(shop)
-    token = visitor.token
-    handoff = await database_sync_to_async(Handoff.objects.get)(conversation_id=conversation_id)
-    await agent.send({"type": "claim", "handoff": handoff.pk})
-    await agent.receive_until(lambda f: f["type"] == "claimed")
-    await agent.send({"type": "resolve", "conversation": conversation_id})
-    while (await visitor.receive_until("status"))[-1]["status"] != "resolved":
-        pass
-    await visitor.close()
+    agent, token, conversation_id = await resolved_by_an_agent(shop, django_user_model)
     await database_sync_to_async(Conversation.objects.filter(pk=conversation_id).update)(
         resolved_at=timezone.now() - timedelta(hours=25)
     )

@@ -151,8 +151,9 @@ class _Answer:
         return self.message
 
     async def emit(self, piece: str) -> Delta:
-        if self.message is None:
+        if self.first_token_ms is None:
             self.first_token_ms = _ms(self.started)
+        if self.message is None:
             await self.claim()
         delta = Delta(self.message["id"], self.message["seq"], len(self.text), piece)
         self.text += piece
@@ -213,27 +214,52 @@ def _cache_key(turn: services.Turn) -> str | None:
     return f"bots:answer:{turn.site_id}:{turn.knowledge_version}:{digest}"
 
 
-async def reply(
-    *, conversation_id: int, message_id: int, question: str | None = None
-) -> AsyncIterator[BotEvent]:
-    """Answer the customer message `message_id`: deltas, then the stored answer.
+def read_turn(*, conversation_id: int, message_id: int) -> services.Turn:
+    """What answering the message needs from the database; sync, for the ORM thread.
 
-    Passing the message's text lets moderation start while the turn is read.
+    The consumer reads it in the same trip that stores the message, then passes it to
+    `reply(turn=...)`.
     """
-    moderation = None
-    if question is not None and _moderation_wanted():
-        moderation = asyncio.create_task(_moderate(redact(question).text))
+    return services.prepare_turn(
+        conversation_id=conversation_id, message_id=message_id, snippet_limit=SNIPPETS_PER_PROMPT
+    )
+
+
+def reserve_answer(*, conversation_id: int) -> dict:
+    """Store the answer's row (empty, streaming) ahead of the answer; sync, for the ORM
+    thread. Pass it to `reply(reserved=...)`, which fills it in."""
+    return services.start_bot_message(conversation_id=conversation_id)
+
+
+def start_moderation(question: str) -> "asyncio.Task | None":
+    """The provider's moderation of a customer message, started as soon as its text is known.
+
+    Pass the task to `reply(moderation=...)`; None when moderation is off or unavailable.
+    """
+    if not _moderation_wanted():
+        return None
+    return asyncio.create_task(_moderate(redact(question).text))
+
+
+async def reply(
+    *,
+    conversation_id: int,
+    message_id: int,
+    turn: services.Turn | None = None,
+    reserved: dict | None = None,
+    moderation: "asyncio.Task | None" = None,
+) -> AsyncIterator[BotEvent]:
+    """Answer the customer message `message_id`: deltas, then the stored answer."""
     try:
-        turn = await database_sync_to_async(services.prepare_turn)(
-            conversation_id=conversation_id,
-            message_id=message_id,
-            snippet_limit=SNIPPETS_PER_PROMPT,
-        )
+        if turn is None:
+            turn = await database_sync_to_async(read_turn)(
+                conversation_id=conversation_id, message_id=message_id
+            )
     except BaseException:
         if moderation is not None:
             moderation.cancel()
         raise
-    answer = _Answer(turn=turn)
+    answer = _Answer(turn=turn, message=reserved)
     try:
         async for event in _answer(turn, answer, moderation):
             yield event

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import deque
+from functools import lru_cache
 
 _CJK = (
     "\u2e80-\u2fdf\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
@@ -68,18 +69,25 @@ class _Window:
         return (self.hash * _BASE + token_hash) % _MOD
 
 
+@lru_cache(maxsize=256)
+def _shingles_of(protected_text: str, run_tokens: int) -> frozenset[int]:
+    """Hashes of every run of `run_tokens` tokens; cached, as a site's prompts repeat."""
+    shingles = set()
+    window = _Window(run_tokens - 1)
+    for match in TOKEN_RE.finditer(_normalize(protected_text)):
+        token_hash = _token_hash(match.group())
+        if window.full:
+            shingles.add(window.extended(token_hash))
+        window.push(token_hash)
+    return frozenset(shingles)
+
+
 class LeakGuard:
     def __init__(self, protected_text: str, *, run_tokens: int = 12) -> None:
         if run_tokens < 1:
             raise ValueError("run_tokens must be at least 1")
         self.run_tokens = run_tokens
-        self._shingles: set[int] = set()
-        window = _Window(run_tokens - 1)
-        for match in TOKEN_RE.finditer(_normalize(protected_text)):
-            token_hash = _token_hash(match.group())
-            if window.full:
-                self._shingles.add(window.extended(token_hash))
-            window.push(token_hash)
+        self._shingles = _shingles_of(protected_text, run_tokens)
         self.reset()
 
     def leaked(self, text: str) -> bool:

@@ -1,14 +1,16 @@
-"""A short-lived, per-process cache of what a bot turn reads about its site.
+"""A short-lived, per-process cache of what a turn reads about its site.
 
-Every turn needs the site's BotConfig, name, scope and default language, and the versions of
-its articles and curated answers. They change rarely, so a worker keeps them for a couple of
-seconds instead of compiling and running the big query on every message.
+Every turn needs the site's BotConfig, name, scope and default language, the versions of
+its articles and curated answers, and its escalation policy. They change rarely, so a worker
+keeps them for a couple of seconds instead of running their queries on every message. Each
+reader caches under its own `kind`.
 
-Staleness: within one process, saving an Article, CuratedAnswer, BotConfig or Site drops
-that site's entry at once (signals below). Other processes (more uvicorn workers, the admin
-on another host) may keep answering from the old settings and knowledge version for up to
-`HELPDESK_SITE_CACHE_SECONDS` -- including response-cache keys and the retrieval index. Set it
-to 0 to read everything on every turn (the tests do).
+Staleness: within one process, saving a watched model (Article, CuratedAnswer, BotConfig,
+Site, and what other apps `watch()`) drops every entry of that site at once. Other processes
+(more uvicorn workers, the admin on another host) may keep answering from the old settings,
+policy and knowledge version for up to `HELPDESK_SITE_CACHE_SECONDS` -- including
+response-cache keys and the retrieval index. Set it to 0 to read everything on every turn
+(the tests do).
 """
 
 import os
@@ -22,7 +24,7 @@ from django.db.models.signals import post_delete, post_save
 
 T = TypeVar("T")
 
-_entries: dict[int, tuple[float, object]] = {}
+_entries: dict[tuple[str, int], tuple[float, object]] = {}
 _lock = threading.Lock()
 
 
@@ -37,28 +39,29 @@ def ttl_seconds() -> float:
         return 0.0
 
 
-def get(site_id: int, load: Callable[[int], T]) -> T:
-    """The site's bundle: cached if younger than the TTL, else `load(site_id)`."""
+def get(site_id: int, load: Callable[[int], T], *, kind: str = "bot") -> T:
+    """What `load(site_id)` returns, cached under `kind` if younger than the TTL."""
     ttl = ttl_seconds()
     if ttl <= 0:
         return load(site_id)
     now = monotonic()
-    entry = _entries.get(site_id)
+    entry = _entries.get((kind, site_id))
     if entry is not None and entry[0] > now:
         return entry[1]  # type: ignore[return-value]
     value = load(site_id)
     with _lock:
-        _entries[site_id] = (now + ttl, value)
+        _entries[(kind, site_id)] = (now + ttl, value)
     return value
 
 
 def invalidate(site_id: int | None = None) -> None:
-    """Drop one site's entry, or all of them."""
+    """Drop one site's entries, or all of them."""
     with _lock:
         if site_id is None:
             _entries.clear()
         else:
-            _entries.pop(site_id, None)
+            for key in [key for key in _entries if key[1] == site_id]:
+                del _entries[key]
 
 
 def _on_change(sender, instance, **kwargs) -> None:
@@ -68,18 +71,23 @@ def _on_change(sender, instance, **kwargs) -> None:
     invalidate(site_id)
 
 
-def _connect() -> None:
-    from bots.models import Article, BotConfig, CuratedAnswer
-    from helpdesk.models import Site
-
-    for model in (Article, BotConfig, CuratedAnswer, Site):
+def watch(*models) -> None:
+    """Saving or deleting a row of these models (each with a `site_id`) drops its site."""
+    for model in models:
         for signal in (post_save, post_delete):
             signal.connect(
                 _on_change,
                 sender=model,
                 weak=False,
-                dispatch_uid=f"bots.site_cache.{model.__name__}.{signal is post_save}",
+                dispatch_uid=f"site_cache.{model._meta.label}.{signal is post_save}",
             )
+
+
+def _connect() -> None:
+    from bots.models import Article, BotConfig, CuratedAnswer
+    from helpdesk.models import Site
+
+    watch(Article, BotConfig, CuratedAnswer, Site)
 
 
 _connect()

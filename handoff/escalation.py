@@ -6,9 +6,10 @@ a moderation flag) or has just failed once too often.
 """
 
 import logging
+from datetime import UTC, datetime
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import DateTimeField, Max, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import translation
 from django.utils.translation import gettext
@@ -27,6 +28,8 @@ from helpdesk.models import Conversation, Message
 
 logger = logging.getLogger(__name__)
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def _notice(language: str) -> str:
     with translation.override(language or "en"):
@@ -38,13 +41,22 @@ def _recent_outcomes(conversation_id: int, before_seq: int | None, limit: int) -
 
     A streak that led to a handoff must not count again once an agent returns the
     conversation to the bot: only answers given after the last handoff closed count.
+    One query: the last handoff's time is a subquery (the epoch when there was none).
     """
-    answers = Message.objects.filter(conversation_id=conversation_id, author=Message.Author.BOT)
-    since = Handoff.objects.filter(conversation_id=conversation_id).aggregate(
-        since=Max(Coalesce("resolved_at", "created_at"))
-    )["since"]
-    if since is not None:
-        answers = answers.filter(created_at__gt=since)
+    last_handoff = (
+        Handoff.objects.filter(conversation_id=conversation_id)
+        .order_by()
+        .values("conversation_id")
+        .annotate(since=Max(Coalesce("resolved_at", "created_at")))
+        .values("since")[:1]
+    )
+    answers = Message.objects.filter(
+        conversation_id=conversation_id,
+        author=Message.Author.BOT,
+        created_at__gt=Coalesce(
+            Subquery(last_handoff), Value(_EPOCH), output_field=DateTimeField()
+        ),
+    )
     if before_seq is not None:
         answers = answers.filter(seq__lt=before_seq)
     rows = answers.order_by("-seq").values_list("answer_source", "text", "state")[:limit]
@@ -62,29 +74,29 @@ def _escalate(conversation, decision) -> "services.Escalation":
     )
 
 
-def maybe_escalate(*, message_id: int) -> "services.Escalation | None":
+def maybe_escalate(
+    *, message_id: int, conversation_id: int, site_id: int, seq: int, text: str
+) -> "services.Escalation | None":
     """Run the policy on a new customer message, before the bot; escalate when a rule fires.
 
-    A provider that is down is not checked here: the bot still answers from the knowledge
-    base first, and `escalate_after_bot` then offers the human.
+    The caller passes what it has just stored, so the common case (no rule fires) reads only
+    the bot's recent outcomes. A provider that is down is not checked here: the bot still
+    answers from the knowledge base first, and `escalate_after_bot` then offers the human.
     """
-    message = Message.objects.select_related("conversation__visitor").get(pk=message_id)
-    conversation = message.conversation
-    config = PolicyConfig.for_site(conversation.site_id)
+    config = PolicyConfig.for_site(site_id)
     facts = TurnFacts(
-        text=message.text,
-        recent_bot_outcomes=_recent_outcomes(
-            conversation.pk, message.seq, config.failure_threshold
-        ),
+        text=text,
+        recent_bot_outcomes=_recent_outcomes(conversation_id, seq, config.failure_threshold),
     )
     decision = evaluate(facts, config)
     if decision.escalate:
+        conversation = Conversation.objects.select_related("visitor").get(pk=conversation_id)
         return _escalate(conversation, decision)
     if config.sentiment_check and sentiment.wanted(sentiment_llm=config.sentiment_llm):
         from handoff.tasks import check_sentiment_task  # tasks imports this module
 
         # robust: a broker that is down must not fail the bot's answer; the lexicon stands.
-        transaction.on_commit(lambda: check_sentiment_task.delay(message.pk), robust=True)
+        transaction.on_commit(lambda: check_sentiment_task.delay(message_id), robust=True)
     return None
 
 

@@ -32,6 +32,7 @@ import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from bots import site_cache
 from bots.moderation import banned_words_for
 from handoff.models import Handoff, HandoffSettings, SensitiveTopic
 
@@ -79,6 +80,11 @@ class PolicyConfig:
 
     @classmethod
     def for_site(cls, site_id: int) -> "PolicyConfig":
+        """The site's policy, cached briefly per process (bots.site_cache)."""
+        return site_cache.get(site_id, cls.load, kind="policy")
+
+    @classmethod
+    def load(cls, site_id: int) -> "PolicyConfig":
         """The site's policy; model defaults when it has no settings row (not created here)."""
         settings = HandoffSettings.objects.filter(site_id=site_id).first()
         if settings is None:

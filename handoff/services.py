@@ -291,21 +291,19 @@ def record_agent_message(
         raise HandoffError("invalid", "The message is empty.")
     try:
         with transaction.atomic():
-            conversation = Conversation.objects.filter(pk=conversation_id).first()
-            if conversation is None:
-                raise HandoffError("not_found")
-            existing = Message.objects.filter(
-                conversation_id=conversation_id, client_id=client_id
-            ).first()
-            if existing is not None:
-                return _recorded_reply(existing, agent)
-            if conversation.status == Conversation.Status.RESOLVED:
-                raise HandoffError("resolved")
-            handoff = Handoff.objects.filter(
-                conversation_id=conversation_id, status=Handoff.Status.ASSIGNED, agent=agent
-            ).first()
+            # The common case in one read: the agent holds the conversation's handoff. A
+            # resend then fails on message_client_id_unique and is answered below.
+            handoff = (
+                Handoff.objects.filter(
+                    conversation_id=conversation_id, status=Handoff.Status.ASSIGNED, agent=agent
+                )
+                .exclude(conversation__status=Conversation.Status.RESOLVED)
+                .values_list("pk", "first_reply_at", "conversation__status")
+                .first()
+            )
             if handoff is None:
-                raise HandoffError("not_yours")
+                return _refused_or_resent(conversation_id, agent, client_id)
+            handoff_id, first_reply_at, status = handoff
             message = append_message(
                 conversation_id=conversation_id,
                 author=Message.Author.AGENT,
@@ -313,21 +311,36 @@ def record_agent_message(
                 client_id=client_id,
                 agent=agent,
             )
-            Handoff.objects.filter(pk=handoff.pk, first_reply_at__isnull=True).update(
-                first_reply_at=message.created_at
-            )
+            if first_reply_at is None:
+                Handoff.objects.filter(pk=handoff_id, first_reply_at__isnull=True).update(
+                    first_reply_at=message.created_at
+                )
             frame = message.as_frame()
             events.send_to_conversation(conversation_id, {"type": "message", "message": frame})
             return RecordedMessage(
                 message=frame,
                 conversation_id=conversation_id,
-                conversation_status=conversation.status,
+                conversation_status=status,
                 created=True,
             )
     except IntegrityError:
-        # message_client_id_unique: the same reply, sent twice at once.
+        # message_client_id_unique: the same reply, sent again or twice at once.
         existing = Message.objects.get(conversation_id=conversation_id, client_id=client_id)
         return _recorded_reply(existing, agent)
+
+
+def _refused_or_resent(conversation_id: int, agent, client_id: uuid.UUID) -> RecordedMessage:
+    """Why an agent who does not hold the conversation may not reply, unless this is a
+    resend of a reply already stored (answered with it, even once the chat is closed)."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        raise HandoffError("not_found")
+    existing = Message.objects.filter(conversation_id=conversation_id, client_id=client_id).first()
+    if existing is not None:
+        return _recorded_reply(existing, agent)
+    if conversation.status == Conversation.Status.RESOLVED:
+        raise HandoffError("resolved")
+    raise HandoffError("not_yours")
 
 
 def _recorded_reply(message: Message, agent) -> RecordedMessage:

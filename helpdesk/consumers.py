@@ -5,10 +5,13 @@ database_sync_to_async; the bot is reached only through bots.engine.reply().
 """
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
@@ -39,6 +42,61 @@ _running_answers: set[asyncio.Task] = set()
 _WITH_A_PERSON = (Conversation.Status.WAITING, Conversation.Status.HUMAN)
 
 
+@dataclass(frozen=True)
+class StoredTurn:
+    recorded: services.RecordedMessage
+    escalation: "handoff_services.Escalation | None" = None
+    turn: "engine.services.Turn | None" = None
+    reserved: dict | None = None
+
+
+def _store_and_read_turn(
+    *,
+    visitor_id: int,
+    site_id: int,
+    conversation_id: int | None,
+    client_id,
+    text: str,
+    on_stored: Callable[[services.RecordedMessage], None],
+    read_turn: bool,
+) -> StoredTurn:
+    """One trip to the ORM thread for a customer message: store it (then `on_stored`), and
+    for the bot's conversations run the escalation policy and read the bot's turn.
+
+    `read_turn` is False while an earlier answer of this connection is still being written:
+    the next turn must see it, so the answer reads its turn itself once that one is done.
+    A failure after the message is stored does not fail the message: the answer reads
+    again on its own and reports the failure to the customer.
+    """
+    recorded = services.record_visitor_message(
+        visitor_id=visitor_id, client_id=client_id, text=text, conversation_id=conversation_id
+    )
+    on_stored(recorded)
+    if not recorded.created:
+        return StoredTurn(recorded)
+    message = recorded.message
+    try:
+        if message["seq"] == 1:
+            handoff_services.announce_conversation_started(conversation_id=recorded.conversation_id)
+        if not read_turn or recorded.conversation_status != Conversation.Status.BOT:
+            return StoredTurn(recorded)
+        escalation = handoff_escalation.maybe_escalate(
+            message_id=message["id"],
+            conversation_id=recorded.conversation_id,
+            site_id=site_id,
+            seq=message["seq"],
+            text=message["text"],
+        )
+        if escalation is not None:
+            return StoredTurn(recorded, escalation=escalation)
+        turn = engine.read_turn(conversation_id=recorded.conversation_id, message_id=message["id"])
+        reserved = engine.reserve_answer(conversation_id=recorded.conversation_id)
+        return StoredTurn(recorded, turn=turn, reserved=reserved)
+    except Exception:
+        logger.exception("Reading the turn of conversation %s failed", recorded.conversation_id)
+        return StoredTurn(recorded)
+
+
 def conversation_group(conversation_id: int) -> str:
     return f"conversation.{conversation_id}"
 
@@ -56,6 +114,11 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     site: services.SiteInfo
     visitor_id: int | None = None
     conversation_id: int | None = None
+    closed = False
+    # Whether the bot answers the conversation, as last seen: moderation starts early then.
+    bot_has_chat = True
+    # Answers scheduled and not yet finished on this connection.
+    answers_pending = 0
 
     async def connect(self) -> None:
         headers = {
@@ -76,6 +139,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
+        self.closed = True
         if self.conversation_id is not None:
             await self.channel_layer.group_discard(
                 conversation_group(self.conversation_id), self.channel_name
@@ -144,35 +208,71 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     async def on_message(self, frame: dict) -> None:
         self.check_rate(frame["id"])
-        recorded = await database_sync_to_async(services.record_visitor_message)(
-            visitor_id=self.visitor_id, client_id=frame["id"], text=frame["text"]
-        )
+        loop = asyncio.get_running_loop()
+        # The provider's moderation runs while the message is stored.
+        moderation = engine.start_moderation(frame["text"]) if self.bot_has_chat else None
+        acked: list[concurrent.futures.Future] = []
+
+        def on_stored(recorded: services.RecordedMessage) -> None:
+            # Called in the ORM thread once the message is committed: the ack goes out now,
+            # while the same trip goes on to read what the bot's answer needs.
+            acked.append(
+                asyncio.run_coroutine_threadsafe(self.acknowledge(frame["id"], recorded), loop)
+            )
+
+        try:
+            stored = await database_sync_to_async(_store_and_read_turn)(
+                visitor_id=self.visitor_id,
+                site_id=self.site.id,
+                conversation_id=self.conversation_id,
+                client_id=frame["id"],
+                text=frame["text"],
+                on_stored=on_stored,
+                read_turn=self.answers_pending == 0,
+            )
+            await asyncio.wrap_future(acked[0])
+        except BaseException:
+            if moderation is not None:
+                moderation.cancel()
+            raise
+        recorded = stored.recorded
+        self.bot_has_chat = recorded.conversation_status == Conversation.Status.BOT
+        if not (recorded.created and self.bot_has_chat):
+            if moderation is not None:
+                moderation.cancel()
+            moderation = None
+        if not recorded.created:
+            return
+        if self.bot_has_chat:
+            # Started before the echo to other tabs goes out, so the bot's work begins now.
+            self.answers_pending += 1
+            task = asyncio.create_task(
+                self.answer(
+                    recorded.conversation_id,
+                    recorded.message,
+                    turn=stored.turn,
+                    reserved=stored.reserved,
+                    escalation=stored.escalation,
+                    moderation=moderation,
+                )
+            )
+            _running_answers.add(task)
+            task.add_done_callback(_running_answers.discard)
+        await self.publish({"type": "message", "message": recorded.message}, skip_self=True)
+
+    async def acknowledge(self, client_id, recorded: services.RecordedMessage) -> None:
         await self.follow_conversation(recorded.conversation_id)
         stored = recorded.message
         await self.send_frame(
             {
                 "type": "ack",
-                "id": str(frame["id"]),
+                "id": str(client_id),
                 "message_id": stored["id"],
                 "conversation": recorded.conversation_id,
                 "seq": stored["seq"],
                 "duplicate": not recorded.created,
             }
         )
-        if not recorded.created:
-            return
-        if stored["seq"] == 1:
-            await database_sync_to_async(handoff_services.announce_conversation_started)(
-                conversation_id=recorded.conversation_id
-            )
-        if recorded.conversation_status == Conversation.Status.BOT:
-            # Started before the echo to other tabs goes out, so the bot's work begins now.
-            task = asyncio.create_task(
-                self.answer(recorded.conversation_id, stored["id"], stored["text"])
-            )
-            _running_answers.add(task)
-            task.add_done_callback(_running_answers.discard)
-        await self.publish({"type": "message", "message": stored}, skip_self=True)
 
     async def on_resume(self, frame: dict) -> None:
         await self.replay(after=frame["after"])
@@ -318,59 +418,120 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             },
         )
 
-    async def answer(self, conversation_id: int, message_id: int, question: str) -> None:
-        group = conversation_group(conversation_id)
+    async def answer(
+        self,
+        conversation_id: int,
+        message: dict,
+        *,
+        turn=None,
+        reserved: dict | None = None,
+        escalation: "handoff_services.Escalation | None" = None,
+        moderation: "asyncio.Task | None" = None,
+    ) -> None:
+        """The bot's answer to a stored customer message; `turn` and `escalation` as read
+        by `_store_and_read_turn` (neither: read here, after earlier answers finished)."""
+        relay = AnswerRelay(self, conversation_id)
+        try:
+            async with self.answer_lock:
+                if turn is None and escalation is None:
+                    escalation = await database_sync_to_async(handoff_escalation.maybe_escalate)(
+                        message_id=message["id"],
+                        conversation_id=conversation_id,
+                        site_id=self.site.id,
+                        seq=message["seq"],
+                        text=message["text"],
+                    )
+                if escalation is not None:
+                    if moderation is not None:
+                        moderation.cancel()
+                    await publish_status_change(self.channel_layer, escalation.status_change)
+                    return
+                await self.run_engine(relay, conversation_id, message, turn, reserved, moderation)
+        finally:
+            self.answers_pending -= 1
 
-        async def relay(frame: dict) -> None:
-            event = {"conversation": conversation_id, **frame}
-            await self.channel_layer.group_send(
-                group, {"type": "conversation.frame", "frame": event, "skip": None}
-            )
-
-        async with self.answer_lock:
-            escalation = await database_sync_to_async(handoff_escalation.maybe_escalate)(
-                message_id=message_id
-            )
-            if escalation is not None:
-                await publish_status_change(self.channel_layer, escalation.status_change)
-                return
-            # The typing frame goes out while the engine starts; it is awaited before the
-            # first event so it always arrives first.
-            typing = asyncio.create_task(relay({"type": "typing", "author": "bot", "active": True}))
-            try:
-                async for event in engine.reply(
-                    conversation_id=conversation_id, message_id=message_id, question=question
-                ):
-                    await typing
-                    if isinstance(event, engine.StatusChanged):
-                        await publish_status_change(self.channel_layer, event.change)
-                    else:
-                        await relay(_frame_of(event))
-            except Exception:
-                logger.exception("The bot failed on conversation %s", conversation_id)
-                await relay(
-                    {
-                        "type": "error",
-                        "code": "bot_unavailable",
-                        "message": "The assistant failed.",
-                        "id": None,
-                    }
-                )
-            finally:
-                await typing
-                await relay({"type": "typing", "author": "bot", "active": False})
-            escalation = await database_sync_to_async(handoff_escalation.escalate_after_bot)(
+    async def run_engine(
+        self, relay: "AnswerRelay", conversation_id: int, message: dict, turn, reserved, moderation
+    ) -> None:
+        # The typing frame goes out while the engine starts; it is awaited before the
+        # first event so it always arrives first.
+        typing = asyncio.create_task(relay({"type": "typing", "author": "bot", "active": True}))
+        try:
+            async for event in engine.reply(
                 conversation_id=conversation_id,
-                provider_down=llm_configured() and breaker.is_open(provider_key()),
+                message_id=message["id"],
+                turn=turn,
+                reserved=reserved,
+                moderation=moderation,
+            ):
+                await typing
+                if isinstance(event, engine.StatusChanged):
+                    relay.keep_order_with_the_group()
+                    await publish_status_change(self.channel_layer, event.change)
+                else:
+                    await relay(_frame_of(event))
+        except Exception:
+            logger.exception("The bot failed on conversation %s", conversation_id)
+            await relay(
+                {
+                    "type": "error",
+                    "code": "bot_unavailable",
+                    "message": "The assistant failed.",
+                    "id": None,
+                }
             )
-            if escalation is not None:
-                await publish_status_change(self.channel_layer, escalation.status_change)
+        finally:
+            await typing
+            await relay({"type": "typing", "author": "bot", "active": False})
+        escalation = await database_sync_to_async(handoff_escalation.escalate_after_bot)(
+            conversation_id=conversation_id,
+            provider_down=llm_configured() and breaker.is_open(provider_key()),
+        )
+        if escalation is not None:
+            await publish_status_change(self.channel_layer, escalation.status_change)
 
     # Channel-layer events
 
     async def conversation_frame(self, event: dict) -> None:
         if event.get("skip") != self.channel_name and event.get("audience") != "agents":
-            await self.send_frame(event["frame"])
+            frame = event["frame"]
+            if frame.get("type") == "status":
+                self.bot_has_chat = frame["status"] == Conversation.Status.BOT
+            await self.send_frame(frame)
+
+
+class AnswerRelay:
+    """The frames of one bot answer: straight to the socket that asked, through the
+    conversation's group to its other connections (other tabs, agents).
+
+    The direct send spares the asking customer a round trip through the channel layer on
+    every delta. Once the answer publishes something through the group only (a status
+    change), the rest goes through the group too, so that socket sees them in order.
+    """
+
+    def __init__(self, consumer: WidgetConsumer, conversation_id: int) -> None:
+        self.consumer = consumer
+        self.conversation_id = conversation_id
+        self.direct = True
+
+    def keep_order_with_the_group(self) -> None:
+        self.direct = False
+
+    async def __call__(self, frame: dict) -> None:
+        consumer = self.consumer
+        event = {"conversation": self.conversation_id, **frame}
+        skip = None
+        if self.direct and not consumer.closed and consumer.conversation_id == self.conversation_id:
+            try:
+                await consumer.send_frame(event)
+                skip = consumer.channel_name
+            except OSError:
+                # The customer left mid-answer; a reconnect finds the rest in the group.
+                consumer.closed = True
+        await consumer.channel_layer.group_send(
+            conversation_group(self.conversation_id),
+            {"type": "conversation.frame", "frame": event, "skip": skip},
+        )
 
 
 async def publish_status_change(layer, change: services.StatusChange) -> None:

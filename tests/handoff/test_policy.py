@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from bots import offline
+from bots import offline, site_cache
 from handoff.models import HandoffSettings, SensitiveTopic, Team
 from handoff.policy import (
     SENTIMENT_THRESHOLD,
@@ -445,3 +445,20 @@ def test_the_amount_limit_is_read_from_the_site(db, site):
     )
     assert evaluate(TurnFacts("refund $99.51"), config).rule == "keyword"
     assert not evaluate(TurnFacts("refund $99.50"), config).escalate
+
+
+@pytest.mark.django_db
+def test_the_policy_is_cached_per_site_until_its_settings_change(
+    settings, django_assert_num_queries
+):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 60
+    site_cache.invalidate()
+    site = make_site()
+    PolicyConfig.for_site(site.id)
+    with django_assert_num_queries(0):
+        assert PolicyConfig.for_site(site.id).topics == ()
+    SensitiveTopic.objects.create(site=site, name="Legal", keywords="lawyer")
+    assert [t.name for t in PolicyConfig.for_site(site.id).topics] == ["Legal"]
+    HandoffSettings.objects.create(site=site, failure_threshold=5)
+    assert PolicyConfig.for_site(site.id).failure_threshold == 5
+    site_cache.invalidate()

@@ -1132,3 +1132,24 @@ def test_the_transcript_shows_everything_to_agents_of_the_site(site, other_site,
     assert transcript["handoff"]["last_message"]["text"] == "Hello"
     assert selectors.transcript_payload(conversation.pk, make_agent("zed", other_site)) is None
     assert selectors.transcript_payload(424242, ann) is None
+
+
+def test_a_reply_in_the_agents_own_conversation_takes_one_read_and_one_write(
+    site, make_agent, django_assert_max_num_queries
+):
+    ann = make_agent("ann", site)
+    conversation = claimed(site, ann)
+    services.record_agent_message(
+        conversation_id=conversation.pk, agent=ann, client_id=uuid.uuid4(), text="Hi"
+    )
+    # The handoff check, the sequence number, the row; the first reply time is already set.
+    with django_assert_max_num_queries(5) as queries:
+        services.record_agent_message(
+            conversation_id=conversation.pk, agent=ann, client_id=uuid.uuid4(), text="More"
+        )
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert [s for s in statements if s not in {"BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"}] == [
+        "SELECT",
+        "UPDATE",
+        "INSERT",
+    ]

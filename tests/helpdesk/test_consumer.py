@@ -192,9 +192,16 @@ async def test_a_second_tab_of_the_same_visitor_sees_the_conversation_live(site)
     echoed = (await tab_b.receive_until("message"))[-1]
     assert echoed["message"]["text"] == "Returns?"
     assert echoed["message"]["seq"] == 3
-    _, done = await tab_b.answer()
+    seen_by_b, done = await tab_b.answer()
     assert done["seq"] == 4
-    await tab_a.answer()
+    # The asking tab gets the answer straight from its consumer, the other through the
+    # conversation's group: the same deltas, each once.
+    seen_by_a, done_a = await tab_a.answer()
+    assert seen_by_a == seen_by_b
+    assert "".join(d["text"] for d in seen_by_a) == done_a["text"] == done["text"]
+    after_done = await tab_a.receive_until("typing")
+    assert [f["type"] for f in after_done] == ["typing"]
+    assert await tab_a.communicator.receive_nothing(timeout=0.2)
     await tab_a.close()
     await tab_b.close()
 

@@ -1,0 +1,75 @@
+"""Storing customer messages: the conversation a caller last saw is the fast way in."""
+
+import uuid
+
+import pytest
+
+from helpdesk.models import Conversation, Message, Visitor
+from helpdesk.services import record_visitor_message
+
+pytestmark = pytest.mark.django_db
+
+
+def statements(queries) -> list[str]:
+    kinds = [q["sql"].split()[0] for q in queries.captured_queries]
+    return [k for k in kinds if k not in {"BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"}]
+
+
+def test_a_message_to_the_open_conversation_does_not_lock_the_visitor(
+    site, django_assert_max_num_queries
+):
+    visitor = Visitor.objects.create(site=site)
+    first = record_visitor_message(visitor_id=visitor.pk, client_id=uuid.uuid4(), text="Hi")
+    with django_assert_max_num_queries(5) as queries:
+        second = record_visitor_message(
+            visitor_id=visitor.pk,
+            client_id=uuid.uuid4(),
+            text="Still there?",
+            conversation_id=first.conversation_id,
+        )
+    # The resend check, the sequence number (the conversation's row lock), the row.
+    assert statements(queries) == ["SELECT", "UPDATE", "INSERT"]
+    assert (second.conversation_id, second.message["seq"], second.created) == (
+        first.conversation_id,
+        2,
+        True,
+    )
+
+
+def test_a_resolved_conversation_is_not_written_to_a_new_one_opens(site):
+    visitor = Visitor.objects.create(site=site)
+    first = record_visitor_message(visitor_id=visitor.pk, client_id=uuid.uuid4(), text="Hi")
+    Conversation.objects.filter(pk=first.conversation_id).update(status="resolved")
+    later = record_visitor_message(
+        visitor_id=visitor.pk,
+        client_id=uuid.uuid4(),
+        text="Me again",
+        conversation_id=first.conversation_id,
+    )
+    assert later.conversation_id != first.conversation_id
+    assert (later.message["seq"], later.conversation_status) == (1, "bot")
+
+
+def test_another_visitors_conversation_id_is_not_written_to(site):
+    owner = Visitor.objects.create(site=site)
+    theirs = record_visitor_message(visitor_id=owner.pk, client_id=uuid.uuid4(), text="Mine")
+    intruder = Visitor.objects.create(site=site)
+    recorded = record_visitor_message(
+        visitor_id=intruder.pk,
+        client_id=uuid.uuid4(),
+        text="Hello",
+        conversation_id=theirs.conversation_id,
+    )
+    assert recorded.conversation_id != theirs.conversation_id
+    assert Message.objects.filter(conversation_id=theirs.conversation_id).count() == 1
+
+
+def test_a_resend_into_a_later_conversation_returns_the_stored_message(site):
+    visitor = Visitor.objects.create(site=site)
+    client_id = uuid.uuid4()
+    first = record_visitor_message(visitor_id=visitor.pk, client_id=client_id, text="Hi")
+    Conversation.objects.filter(pk=first.conversation_id).update(status="resolved")
+    again = record_visitor_message(
+        visitor_id=visitor.pk, client_id=client_id, text="Hi", conversation_id=None
+    )
+    assert (again.created, again.message["id"]) == (False, first.message["id"])

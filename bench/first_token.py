@@ -96,6 +96,10 @@ async def start_server(env: dict, port: int) -> subprocess.Popen:
     raise RuntimeError("uvicorn did not start")
 
 
+# The server runs as in production: DEBUG off (no per-query logging of SQL).
+PRODUCTION_LIKE = {"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "bench-only-" + "x" * 40}
+
+
 def manage(env: dict, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -188,6 +192,7 @@ async def main_async(args) -> None:
         "OPENAI_API_KEY": "bench",
         "HELPDESK_RATE_LIMIT_MESSAGES": "100000",
         "HELPDESK_LOG_LEVEL": "WARNING",
+        **PRODUCTION_LIKE,
     }
     if "DATABASE_URL" in os.environ:
         env["DATABASE_URL"] = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/helpdesk_bench"

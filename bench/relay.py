@@ -28,7 +28,13 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.first_token import free_port, manage, report, start_server  # noqa: E402
+from bench.first_token import (  # noqa: E402
+    PRODUCTION_LIKE,
+    free_port,
+    manage,
+    report,
+    start_server,
+)
 
 SETUP = """
 from django.contrib.auth import get_user_model
@@ -61,6 +67,7 @@ async def main_async(args) -> None:
         "HELPDESK_VAR_DIR": tmp,
         "HELPDESK_LOG_LEVEL": "WARNING",
         "HELPDESK_RATE_LIMIT_MESSAGES": "1000000",
+        **PRODUCTION_LIKE,
     }
     env.pop("OPENAI_API_KEY", None)
     env.pop("OPENAI_BASE_URL", None)

@@ -310,6 +310,7 @@ def record_agent_message(
                 text=text,
                 client_id=client_id,
                 agent=agent,
+                author_name=selectors.agent_name(agent)[:100],
             )
             if first_reply_at is None:
                 Handoff.objects.filter(pk=handoff_id, first_reply_at__isnull=True).update(

@@ -167,6 +167,9 @@ class Message(models.Model):
     agent = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    # What the customer saw as the writer's name when it was sent; a transfer or a renamed
+    # profile does not change who said what.
+    author_name = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     # LLM usage of a bot answer; empty for everything else.
@@ -226,4 +229,5 @@ class Message(models.Model):
             "sources": self.sources,
             "feedback": self.feedback or None,
             "answer_source": self.answer_source or None,
+            "author_name": self.author_name or None,
         }

@@ -226,7 +226,8 @@
     recOf.set(el, rec);
     return rec;
   }
-  // Messages carry no name; an agent's messages get the name of the agent who joined.
+  // An agent's message carries its writer's name (author_name); older servers' messages
+  // get the name of the agent who joined.
   function setAgentName(rec, name) {
     if (!rec.authorEl || !name) return;
     rec.agentName = name;
@@ -727,6 +728,10 @@
     }
     var fresh = !rec;
     if (fresh) rec = newRecord(author);
+    // the name the agent had when they wrote it, even after a transfer
+    if (author === 'agent' && typeof m.author_name === 'string' && m.author_name.trim()) {
+      setAgentName(rec, m.author_name.trim());
+    }
     if (m.id != null) setId(rec, m.id);
     if (m.feedback !== undefined) {
       rec.serverVote = normVote(m.feedback);

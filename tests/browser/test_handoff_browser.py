@@ -2,6 +2,7 @@
 
 import re
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 from playwright.sync_api import expect
 
+from handoff import services
 from handoff.models import AgentProfile, Rating
 from helpdesk.models import Conversation, Site
 
@@ -133,6 +135,40 @@ def test_a_reload_keeps_the_queue_place_and_the_agents_name(
     expect(chat.locator('[data-author="system"]').last).to_contain_text("Ann joined")
     customer_context.pages[0].wait_for_timeout(2000)  # past the delay of such a line
     expect(chat.locator('.hd-line[data-notice="agent-joined"]')).to_have_count(0)
+    customer_context.close()
+    agent_context.close()
+
+
+def test_after_a_transfer_and_a_reload_each_reply_keeps_its_agents_name(
+    agent, host_page, helpdesk_server, chromium
+):
+    customer_context, chat = customer_asks_for_a_person(chromium, host_page)
+    agent_context, console = agent_on_the_queue(chromium, helpdesk_server)
+    conversation = in_thread(lambda: Conversation.objects.get())
+    console.locator(f'[data-conversation="{conversation.pk}"]').get_by_role(
+        "link", name="Open"
+    ).click()
+    console.get_by_role("button", name="Claim").click()
+    console.get_by_role("textbox", name="Reply").fill("Ann here, one moment")
+    console.get_by_role("button", name="Send", exact=True).click()
+    expect(chat.locator('[data-author="agent"] .hd-text')).to_have_text("Ann here, one moment")
+
+    def transfer_to_bob():
+        bob = get_user_model().objects.create_user("bob", is_staff=True)
+        bob.groups.add(Group.objects.get_or_create(name="Agents")[0])
+        AgentProfile.objects.create(user=bob, display_name="Bob", is_online=True).sites.add(
+            conversation.site
+        )
+        services.transfer_handoff(conversation_id=conversation.pk, agent=agent, to_agent_id=bob.pk)
+        services.record_agent_message(
+            conversation_id=conversation.pk, agent=bob, client_id=uuid.uuid4(), text="Bob now"
+        )
+
+    in_thread(transfer_to_bob)
+    expect(chat.locator("#helpdesk-subtitle")).to_have_text("Bob")
+    chat = reload_chat(customer_context)
+    authors = chat.locator('[data-author="agent"] .hd-author')
+    expect(authors).to_have_text(["Ann", "Bob"])
     customer_context.close()
     agent_context.close()
 

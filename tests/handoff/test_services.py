@@ -1153,3 +1153,30 @@ def test_a_reply_in_the_agents_own_conversation_takes_one_read_and_one_write(
         "UPDATE",
         "INSERT",
     ]
+
+
+def test_each_agent_message_keeps_the_name_its_writer_had(site, make_agent):
+    ann = make_agent("ann", site, display_name="Ann from Support")
+    bob = make_agent("bob", site)
+    conversation = claimed(site, ann)
+    first = services.record_agent_message(
+        conversation_id=conversation.pk, agent=ann, client_id=uuid.uuid4(), text="Hi, Ann here"
+    )
+    services.transfer_handoff(conversation_id=conversation.pk, agent=ann, to_agent_id=bob.pk)
+    second = services.record_agent_message(
+        conversation_id=conversation.pk, agent=bob, client_id=uuid.uuid4(), text="Bob now"
+    )
+    assert (first.message["author_name"], second.message["author_name"]) == (
+        "Ann from Support",
+        "Bob",
+    )
+    # A reload replays them with the names they were sent under.
+    replayed = {
+        m["text"]: m["author_name"]
+        for m in messages_after(
+            visitor_id=conversation.visitor_id, conversation_id=conversation.pk, after=0
+        )
+    }
+    assert replayed["Hi, Ann here"] == "Ann from Support"
+    assert replayed["Bob now"] == "Bob"
+    assert replayed["My order never arrived"] is None

@@ -11,6 +11,7 @@ batch at a time.
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from operator import itemgetter
 
 from django.core.paginator import Page, Paginator
 from django.db.models import (
@@ -150,24 +151,112 @@ def _stats(site_ids: Iterable[int] | None, start: date, end: date) -> QuerySet:
     return qs
 
 
-def _totals() -> dict:
-    totals = {name: Coalesce(Sum(name), 0) for name in SUMMED if name != "cost"}
-    totals["cost"] = Coalesce(Sum("cost"), Decimal(0))
-    return {**totals, **{name: Avg(name) for name in AVERAGED}}
+# The number of site-days with a sample behind each AVERAGED figure of `daily_series`.
+SAMPLES = {name: f"{name}_samples" for name in AVERAGED}
 
 
-def site_summary(site_ids: Iterable[int] | None, start: date, end: date) -> dict:
-    """Totals and rates over the range, in one query."""
-    row = _stats(site_ids, start, end).aggregate(**_totals())
-    row = _with_rates(row)
+def daily_series(site_ids: Iterable[int] | None, start: date, end: date) -> list[dict]:
+    """One row per day with data (the selected sites together), oldest first.
+
+    Each AVERAGED figure comes with its number of samples (SAMPLES), so that days add up to
+    the exact mean of a longer range (`summarize`, `by_period`).
+    """
+    # A day's group has rows, and the counts are not null: no Coalesce to compile. The
+    # samples first: once annotated, `name` is the average, not the column.
+    totals = {
+        **{SAMPLES[name]: Count(name) for name in AVERAGED},
+        **{name: Sum(name) for name in SUMMED},
+        **{name: Avg(name) for name in AVERAGED},
+    }
+    rows = _stats(site_ids, start, end).order_by("day").values("day").annotate(**totals)
+    return [_with_rates(row) for row in rows]
+
+
+_summed = itemgetter(*SUMMED)
+
+
+def _combine(rows: list[dict]) -> dict:
+    """The totals and rates of daily rows: the counts summed, each percentile the mean over
+    its site-day samples, as AVG over the stored rows would give."""
+    # Column by column through itemgetter: a year of days is summed twice per page.
+    sums = map(sum, zip(*map(_summed, rows), strict=True)) if rows else [0] * len(SUMMED)
+    total = dict(zip(SUMMED, sums, strict=True))
+    total["cost"] = total["cost"] or Decimal(0)
+    for name in AVERAGED:
+        key = SAMPLES[name]
+        samples = sum(row[key] for row in rows)
+        weighted = sum(row[name] * row[key] for row in rows if row[key])
+        total[name] = weighted / samples if samples else None
+        total[key] = samples
+    return _with_rates(total)
+
+
+def summarize(daily: list[dict]) -> dict:
+    """Totals and rates over the range of `daily_series` rows, and `csat_distribution`.
+
+    The dashboard has read the days for its charts already: summing them in Python spares
+    a second aggregate query over the same rows.
+    """
+    row = _combine(daily)
     row["csat_distribution"] = {n: row[f"csat_{n}"] for n in range(1, 6)}
     return row
 
 
-def daily_series(site_ids: Iterable[int] | None, start: date, end: date) -> list[dict]:
-    """One row per day with data (the selected sites together), oldest first."""
-    rows = _stats(site_ids, start, end).order_by("day").values("day").annotate(**_totals())
-    return [_with_rates(dict(row)) for row in rows]
+def site_summary(site_ids: Iterable[int] | None, start: date, end: date) -> dict:
+    """Totals and rates over the range, in one query."""
+    return summarize(daily_series(site_ids, start, end))
+
+
+# The dashboard's table of figures by period: the finest period that keeps it to TABLE_ROWS
+# rows. A year of 365 linked rows cost most of the page's time and nobody reads it; the
+# charts and the daily CSV keep every day.
+PERIODS = ("day", "week", "month")
+TABLE_ROWS = 92
+
+
+def period_start(day: date, period: str) -> date:
+    """The first day of the period (weeks start on Monday) that holds `day`."""
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return day
+
+
+def period_end(first: date, period: str) -> date:
+    """The last day of the period that starts on `first`."""
+    if period == "week":
+        return first + timedelta(days=6)
+    if period == "month":
+        return (first + timedelta(days=31)).replace(day=1) - timedelta(days=1)
+    return first
+
+
+def table_period(start: date, end: date) -> str:
+    """The finest of PERIODS whose rows over the range fit in TABLE_ROWS."""
+    if (end - start).days + 1 <= TABLE_ROWS:
+        return "day"
+    weeks = (period_start(end, "week") - period_start(start, "week")).days // 7 + 1
+    return "week" if weeks <= TABLE_ROWS else "month"
+
+
+def by_period(daily: Iterable[dict], start: date, end: date, period: str) -> list[dict]:
+    """The rows of `daily_series` over the range summed by period, oldest first.
+
+    One row per period with data, with the figures of `daily_series` plus `start` and `end`,
+    the period's first and last day within the range. In Python from the daily rows the
+    page has already read: no second query.
+    """
+    groups: dict[date, list[dict]] = {}
+    for row in daily:
+        groups.setdefault(period_start(row["day"], period), []).append(row)
+    out = []
+    for first, rows in groups.items():
+        total = _combine(rows)
+        total["start"] = max(first, start)
+        total["end"] = min(period_end(first, period), end)
+        out.append(total)
+    return out
 
 
 def handoff_reasons(site_ids: Iterable[int] | None, start: date, end: date) -> list[dict]:
@@ -418,7 +507,10 @@ def fix_results(site_ids: Iterable[int] | None, *, limit: int = 20) -> list[Topi
     def measured(aggregate, output) -> Subquery:
         return Subquery(after.annotate(v=aggregate).values("v"), output_field=output)
 
-    qs = TopicFix.objects.select_related("site", "article", "curated_answer")
+    # The table shows an article's title only: not its body, possibly many kilobytes each.
+    qs = TopicFix.objects.select_related("site", "article", "curated_answer").defer(
+        "article__body", "curated_answer__question", "curated_answer__answer"
+    )
     if site_ids is not None:
         qs = qs.filter(site_id__in=list(site_ids))
     return list(

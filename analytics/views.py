@@ -106,6 +106,11 @@ def _number(value, digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+def _whole_percent(value: float | None) -> str:
+    # round() like the {% widthratio share 1 100 %} it replaces.
+    return "—" if value is None else f"{round(value * 100)}%"
+
+
 def _tiles(summary: dict) -> list[dict]:
     """The monitoring tiles: label, shown value, raw value, and the drill-down metric."""
     s = summary
@@ -289,34 +294,23 @@ def _tiles(summary: dict) -> list[dict]:
     ]
 
 
-def _series(filters: Filters) -> list[dict]:
-    """Daily rows for every day of the range; a day without data is a row of nothing."""
-    by_day = {
-        row["day"]: row
-        for row in selectors.daily_series(filters.site_ids, filters.start, filters.end)
-    }
-    days = (filters.end - filters.start).days + 1
-    return [
-        {
-            "day": day,
-            "row": by_day.get(day),
-            # The drill-down filters of that one day.
-            "query": Filters(start=day, end=day, site_ids=filters.site_ids).query(),
-        }
-        for day in (filters.start + timedelta(days=i) for i in range(days))
-    ]
+def _chart_data(daily: list[dict], filters: Filters) -> dict:
+    """Every day of the range as compact JSON for the charts; a day without data is null.
 
+    Drill-down links are built by dashboard.js from `drilldown` and `sites`, not per point.
+    """
+    by_day = {row["day"]: row for row in daily}
+    count = (filters.end - filters.start).days + 1
+    days = [filters.start + timedelta(days=i) for i in range(count)]
+    rows = [by_day.get(day) for day in days]
 
-def _chart_data(series: list[dict], filters: Filters) -> dict:
     def column(key, scale=1):
-        out = []
-        for item in series:
-            value = item["row"][key] if item["row"] else None
-            out.append(None if value is None else float(value) * scale)
-        return out
+        # Three decimals are more than a chart shows, and keep a year of points compact.
+        values = (row[key] if row else None for row in rows)
+        return [None if value is None else round(float(value) * scale, 3) for value in values]
 
     return {
-        "labels": [item["day"].isoformat() for item in series],
+        "labels": [day.isoformat() for day in days],
         "drilldown": reverse("admin:analytics_conversations"),
         "sites": filters.site_ids or [],
         "charts": {
@@ -363,6 +357,119 @@ def _chart_data(series: list[dict], filters: Filters) -> dict:
     }
 
 
+def _table(daily: list[dict], filters: Filters) -> dict:
+    """The dashboard's table of figures by day, or by week or month over long ranges
+    (selectors.table_period), newest first.
+
+    Cells come formatted, with each row's drill-down filters: the template only prints them,
+    which costs a fraction of formatting and localizing each one there.
+    """
+    period = selectors.table_period(filters.start, filters.end)
+    drill = reverse("admin:analytics_conversations")
+    rows = []
+    for row in reversed(selectors.by_period(daily, filters.start, filters.end, period)):
+        first, last = row["start"], row["end"]
+        query = Filters(start=first, end=last, site_ids=filters.site_ids).query()
+        rows.append(
+            {
+                "label": first.isoformat() if first == last else f"{first} – {last}",
+                # The row's drill-down; each cell adds its metric.
+                "url": f"{drill}?{query}",
+                "conversations": _number(row["conversations"]),
+                "customer_messages": _number(row["customer_messages"]),
+                "autonomous": _number(row["autonomous"]),
+                "escalated": _number(row["escalated"]),
+                "csat_avg": _number(row["csat_avg"], 2),
+                "total_tokens": _number(row["total_tokens"]),
+                "cost": _number(row["cost"], 2),
+            }
+        )
+    titles = {"day": _("By day"), "week": _("By week"), "month": _("By month")}
+    columns = {"day": _("Day"), "week": _("Week"), "month": _("Month")}
+    return {
+        "period": period,
+        "title": titles[period],
+        "column": columns[period],
+        # The CSV of the table as shown; the Trends CSV has every day.
+        "export_query": filters.query() if period == "day" else filters.query(period=period),
+        "max_days": selectors.TABLE_ROWS,
+        "rows": rows,
+    }
+
+
+def _topic_rows(topics: list[QuestionTopic], filters: Filters) -> list[dict]:
+    """Rows of the topic and gap tables: the topic, its shares formatted, its drill-down."""
+    drill = reverse("admin:analytics_conversations")
+    query = filters.query()
+    return [
+        {
+            "topic": topic,
+            "examples": " | ".join(topic.examples),
+            # The topic's questions; a share's link adds its `outcome`.
+            "url": f"{drill}?{query}&metric=topic&topic={topic.key}",
+            "fix_url": reverse("admin:analytics_topic_fix", args=[topic.pk]),
+            "size": str(topic.size),
+            "answered_by_bot": _whole_percent(topic.answered_by_bot_share),
+            "escalated": _whole_percent(topic.escalated_share),
+            "no_article": _whole_percent(topic.no_article_share),
+            "rating": _number(topic.average_rating, 2),
+            "gap_score": _number(topic.gap_score, 2),
+        }
+        for topic in topics
+    ]
+
+
+def _fix_rows(fixes: list[TopicFix], filters: Filters) -> list[dict]:
+    """Rows of the before-and-after table: each figure of a fix as "before / after"."""
+    drill = reverse("admin:analytics_conversations")
+    query = filters.query()
+    rows = []
+    for fix in fixes:
+        measured = bool(fix.after_size)  # no share of no questions
+        if fix.article_id:
+            edit_url = reverse("admin:bots_article_change", args=[fix.article_id])
+        elif fix.curated_answer_id:
+            edit_url = reverse("admin:bots_curatedanswer_change", args=[fix.curated_answer_id])
+        else:
+            edit_url = ""
+        rows.append(
+            {
+                "fix": fix,
+                "edit_url": edit_url,
+                "live_since": (
+                    timezone.localtime(fix.fixed_at).strftime("%Y-%m-%d %H:%M")
+                    if fix.fixed_at
+                    else ""
+                ),
+                # The topic's questions since the fix went live.
+                "after_url": (
+                    f"{drill}?{query}&metric=topic&topic={fix.topic_key}&fix={fix.pk}"
+                    if fix.fixed_at
+                    else ""
+                ),
+                "escalated": " / ".join(
+                    (
+                        _whole_percent(fix.before_escalated_share),
+                        _whole_percent(fix.after_escalated_share if measured else None),
+                    )
+                ),
+                "no_article": " / ".join(
+                    (
+                        _whole_percent(fix.before_no_article_share),
+                        _whole_percent(fix.after_no_article_share if measured else None),
+                    )
+                ),
+                "rating": " / ".join(
+                    (
+                        _number(fix.before_average_rating, 2),
+                        _number(fix.after_average_rating, 2),
+                    )
+                ),
+            }
+        )
+    return rows
+
+
 def _admin_context(request: HttpRequest, title: str, filters: Filters | None, **extra) -> dict:
     context = {
         **admin.site.each_context(request),
@@ -382,8 +489,8 @@ def _admin_context(request: HttpRequest, title: str, filters: Filters | None, **
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     _require_manager(request)
     filters = _filters(request)
-    summary = selectors.site_summary(filters.site_ids, filters.start, filters.end)
-    series = _series(filters)
+    daily = selectors.daily_series(filters.site_ids, filters.start, filters.end)
+    summary = selectors.summarize(daily)
     reasons = selectors.handoff_reasons(filters.site_ids, filters.start, filters.end)
     tiles = _tiles(summary)
     for tile in tiles:
@@ -406,9 +513,9 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             is_dashboard=True,
             summary=summary,
             tiles=tiles,
-            series=series,
+            table=_table(daily, filters),
             reasons=reasons,
-            chart_data=_chart_data(series, filters),
+            chart_data=_chart_data(daily, filters),
             csat_distribution=[
                 {
                     "score": score,
@@ -417,9 +524,9 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
                 }
                 for score, count in sorted(summary["csat_distribution"].items())
             ],
-            topics=selectors.top_topics(filters.site_ids),
-            gaps=selectors.knowledge_gaps(filters.site_ids),
-            fixes=selectors.fix_results(filters.site_ids),
+            topics=_topic_rows(selectors.top_topics(filters.site_ids), filters),
+            gaps=_topic_rows(selectors.knowledge_gaps(filters.site_ids), filters),
+            fixes=_fix_rows(selectors.fix_results(filters.site_ids), filters),
             can_draft_article=user.has_perm("bots.add_article"),
             can_draft_curated=user.has_perm("bots.add_curatedanswer"),
         ),
@@ -557,9 +664,21 @@ def export_view(request: HttpRequest, table: str) -> StreamingHttpResponse | Htt
         rows = ((t["key"], t["label"], t["value"]) for t in _tiles(summary))
         return csv_response(name, ["figure", "label", "value"], rows)
     if table == "daily":
+        # `period=week` or `month`: the dashboard's table over long ranges, as shown there.
+        period = request.GET.get("period") or "day"
+        if period not in selectors.PERIODS:
+            return HttpResponseBadRequest(_("Unknown period."))
         series = selectors.daily_series(f.site_ids, f.start, f.end)
-        rows = ([row["day"].isoformat(), *[row[c] for c in DAILY_COLUMNS[1:]]] for row in series)
-        return csv_response(name, DAILY_COLUMNS, rows)
+        figures = DAILY_COLUMNS[1:]
+        if period == "day":
+            rows = ([row["day"].isoformat(), *[row[c] for c in figures]] for row in series)
+            return csv_response(name, DAILY_COLUMNS, rows)
+        rows = (
+            [row["start"].isoformat(), row["end"].isoformat(), *[row[c] for c in figures]]
+            for row in selectors.by_period(series, f.start, f.end, period)
+        )
+        name = f"{period}ly_{f.start.isoformat()}_{f.end.isoformat()}.csv"
+        return csv_response(name, ["start", "end", *figures], rows)
     if table == "reasons":
         reasons = selectors.handoff_reasons(f.site_ids, f.start, f.end)
         return csv_response(

@@ -115,7 +115,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     visitor_id: int | None = None
     conversation_id: int | None = None
     closed = False
-    # Whether the bot answers the conversation, as last seen: moderation starts early then.
+    # Whether the bot answers the conversation, as last stored or told.
     bot_has_chat = True
     # Answers scheduled and not yet finished on this connection.
     answers_pending = 0
@@ -209,41 +209,31 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def on_message(self, frame: dict) -> None:
         self.check_rate(frame["id"])
         loop = asyncio.get_running_loop()
-        # The provider's moderation runs while the message is stored.
-        moderation = engine.start_moderation(frame["text"]) if self.bot_has_chat else None
         acked: list[concurrent.futures.Future] = []
 
         def on_stored(recorded: services.RecordedMessage) -> None:
             # Called in the ORM thread once the message is committed: the ack goes out now,
             # while the same trip goes on to read what the bot's answer needs.
             acked.append(
-                asyncio.run_coroutine_threadsafe(self.acknowledge(frame["id"], recorded), loop)
+                asyncio.run_coroutine_threadsafe(
+                    self.acknowledge(frame["id"], recorded, question=frame["text"]), loop
+                )
             )
 
-        try:
-            stored = await database_sync_to_async(_store_and_read_turn)(
-                visitor_id=self.visitor_id,
-                site_id=self.site.id,
-                conversation_id=self.conversation_id,
-                client_id=frame["id"],
-                text=frame["text"],
-                on_stored=on_stored,
-                read_turn=self.answers_pending == 0,
-            )
-            await asyncio.wrap_future(acked[0])
-        except BaseException:
-            if moderation is not None:
-                moderation.cancel()
-            raise
+        stored = await database_sync_to_async(_store_and_read_turn)(
+            visitor_id=self.visitor_id,
+            site_id=self.site.id,
+            conversation_id=self.conversation_id,
+            client_id=frame["id"],
+            text=frame["text"],
+            on_stored=on_stored,
+            read_turn=self.answers_pending == 0,
+        )
+        moderation = await asyncio.wrap_future(acked[0])
         recorded = stored.recorded
-        self.bot_has_chat = recorded.conversation_status == Conversation.Status.BOT
-        if not (recorded.created and self.bot_has_chat):
-            if moderation is not None:
-                moderation.cancel()
-            moderation = None
         if not recorded.created:
             return
-        if self.bot_has_chat:
+        if recorded.conversation_status == Conversation.Status.BOT:
             # Started before the echo to other tabs goes out, so the bot's work begins now.
             self.answers_pending += 1
             task = asyncio.create_task(
@@ -260,7 +250,11 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             task.add_done_callback(_running_answers.discard)
         await self.publish({"type": "message", "message": recorded.message}, skip_self=True)
 
-    async def acknowledge(self, client_id, recorded: services.RecordedMessage) -> None:
+    async def acknowledge(
+        self, client_id, recorded: services.RecordedMessage, *, question: str
+    ) -> "asyncio.Task | None":
+        """Send the ack; for a new message to the bot, then start the provider's moderation,
+        which runs while the ORM thread reads the turn. Returns the moderation task."""
         await self.follow_conversation(recorded.conversation_id)
         stored = recorded.message
         await self.send_frame(
@@ -273,6 +267,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 "duplicate": not recorded.created,
             }
         )
+        self.bot_has_chat = recorded.conversation_status == Conversation.Status.BOT
+        if recorded.created and self.bot_has_chat:
+            return engine.start_moderation(question)
+        return None
 
     async def on_resume(self, frame: dict) -> None:
         await self.replay(after=frame["after"])

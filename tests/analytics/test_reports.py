@@ -3,7 +3,8 @@ CSV exports and the per-site cost view."""
 
 import csv
 import io
-from datetime import datetime, time, timedelta
+import uuid
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -14,10 +15,11 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from analytics import selectors
 from analytics.exports import safe_cell
-from analytics.models import DailySiteStats, HandoffReasonStats
+from analytics.models import DailySiteStats, HandoffReasonStats, TopicFix
 from analytics.views import EXPORT_TABLES
-from bots.models import BotConfig
+from bots.models import Article, BotConfig
 from handoff.models import Handoff, Rating
 from helpdesk.models import Conversation, Visitor
 from tests.conftest import make_site
@@ -239,9 +241,10 @@ def seed(sites: int, days: int):
     return {"start": (today() - timedelta(days=days)).isoformat(), "end": today().isoformat()}
 
 
-# Session, user, Managers group; summary, series, reasons (the aggregate tables); topics,
-# gaps, fixes; the user's and the group's permissions (the fix buttons); the site filter.
-DASHBOARD_QUERIES = 12
+# Session, user, Managers group; the days (the summary adds them up) and reasons (the
+# aggregate tables); topics, gaps, fixes; the user's and the group's permissions (the fix
+# buttons); the site filter.
+DASHBOARD_QUERIES = 11
 
 
 def test_dashboard_queries_do_not_grow_with_days_or_sites(
@@ -265,6 +268,171 @@ def test_dashboard_reads_no_source_table(manager_client):
     sources = ("helpdesk_message", "helpdesk_conversation", "handoff_", "bots_llmcall")
     read = [q["sql"] for q in queries if any(f'"{table}' in q["sql"] for table in sources)]
     assert read == []
+
+
+def year_of_days(site, days=365, **fields):
+    DailySiteStats.objects.bulk_create(
+        DailySiteStats(site=site, day=today() - timedelta(days=d), **fields) for d in range(days)
+    )
+
+
+def test_dashboard_queries_stay_the_same_for_a_year(manager_client, django_assert_num_queries):
+    for n in range(3):
+        year_of_days(make_site(name=f"Site {n}"), conversations=1)
+    params = {"start": (today() - timedelta(days=364)).isoformat(), "end": today().isoformat()}
+    with django_assert_num_queries(DASHBOARD_QUERIES):
+        response = manager_client.get(reverse(DASHBOARD), params)
+    assert response.context["summary"]["conversations"] == 3 * 365
+    assert len(response.context["chart_data"]["labels"]) == 365
+
+
+# The table by day, week or month
+
+
+@pytest.mark.parametrize(
+    ("days", "period"),
+    [(1, "day"), (selectors.TABLE_ROWS, "day"), (selectors.TABLE_ROWS + 1, "week"), (365, "week")],
+)
+def test_table_period_keeps_the_table_short(days, period):
+    end = date(2026, 12, 31)
+    assert selectors.table_period(end - timedelta(days=days - 1), end) == period
+    assert selectors.table_period(date(2025, 1, 1), end) == "month"  # 105 weeks
+
+
+def test_by_period_sums_counts_averages_percentiles_and_clips_to_the_range():
+    shop, other = make_site(name="Shop"), make_site(name="Other")
+    stats(shop, date(2026, 1, 30), conversations=100)  # before the range
+    stats(shop, date(2026, 1, 31), conversations=2, escalated=1, bot_first_token_p50_ms=900)
+    stats(shop, date(2026, 2, 1), conversations=3, escalated=3, bot_first_token_p50_ms=200)
+    stats(other, date(2026, 2, 1), conversations=1, cost=Decimal("0.25"))  # no sample
+    stats(shop, date(2026, 2, 27), conversations=4, bot_first_token_p50_ms=600)
+    start, end = date(2026, 1, 31), date(2026, 2, 28)
+
+    rows = selectors.by_period(selectors.daily_series(None, start, end), start, end, "month")
+
+    assert [(row["start"], row["end"]) for row in rows] == [
+        (date(2026, 1, 31), date(2026, 1, 31)),
+        (date(2026, 2, 1), date(2026, 2, 28)),
+    ]
+    february = rows[1]
+    assert february["conversations"] == 8
+    assert february["escalation_rate"] == pytest.approx(3 / 8)
+    assert february["cost"] == Decimal("0.25")
+    assert february["bot_first_token_p50_ms"] == pytest.approx(400)  # of its two samples
+    weeks = selectors.by_period(selectors.daily_series(None, start, end), start, end, "week")
+    # 2026-01-31 is a Saturday: its week is clipped to the range and ends on Sunday.
+    assert [(row["start"], row["end"]) for row in weeks] == [
+        (date(2026, 1, 31), date(2026, 2, 1)),
+        (date(2026, 2, 23), date(2026, 2, 28)),
+    ]
+    assert weeks[0]["conversations"] == 6
+
+
+def test_summary_adds_up_the_days_and_averages_over_every_sample():
+    shop, other = make_site(name="Shop"), make_site(name="Other")
+    day = today() - timedelta(days=1)
+    stats(shop, day, conversations=2, cost=Decimal("0.10"), human_wait_p50_s=100)
+    stats(other, day, conversations=3, cost=Decimal("0.05"), human_wait_p50_s=300)
+    stats(shop, today(), conversations=5, human_wait_p50_s=600)
+    stats(other, today(), conversations=1)  # no sample
+
+    summary = selectors.site_summary(None, day, today())
+
+    assert summary["conversations"] == 11
+    assert summary["cost"] == Decimal("0.15")
+    # The mean of the three site-days with a sample, as AVG over the rows; not 400, the
+    # mean of the two days' means.
+    assert summary["human_wait_p50_s"] == pytest.approx(1000 / 3)
+    assert summary["human_wait_p50_s_samples"] == 3
+    empty = selectors.site_summary(None, day - timedelta(days=9), day - timedelta(days=5))
+    assert (empty["conversations"], empty["cost"], empty["human_wait_p50_s"]) == (0, 0, None)
+
+
+@pytest.fixture
+def long_range():
+    """120 days of one site, day n (from 0) with n + 1 conversations: shown by week."""
+    shop = make_site(name="Shop")
+    end = today()
+    start = end - timedelta(days=119)
+    DailySiteStats.objects.bulk_create(
+        DailySiteStats(
+            site=shop, day=start + timedelta(days=n), conversations=n + 1, csat_count=1, csat_sum=4
+        )
+        for n in range(120)
+    )
+    return shop, start, end
+
+
+def test_dashboard_table_sums_long_ranges_by_week(manager_client, long_range):
+    shop, start, end = long_range
+    params = {"start": start.isoformat(), "end": end.isoformat(), "site": shop.pk}
+
+    response = manager_client.get(reverse(DASHBOARD), params)
+
+    table = response.context["table"]
+    assert table["period"] == "week"
+    monday = start - timedelta(days=start.weekday())
+    weeks = (end - timedelta(days=end.weekday()) - monday).days // 7 + 1
+    assert len(table["rows"]) == weeks
+    # Newest first, the first and the last week clipped to the range.
+    assert table["rows"][0]["label"].endswith(end.isoformat())
+    assert table["rows"][-1]["label"].startswith(start.isoformat())
+    first, last = monday + timedelta(days=7), monday + timedelta(days=13)  # a whole week
+    expected = sum(n + 1 for n in range(120) if first <= start + timedelta(days=n) <= last)
+    row = table["rows"][-2]
+    assert row["label"] == f"{first} – {last}"
+    assert row["conversations"] == f"{expected:,}"
+    assert row["csat_avg"] == "4.00"
+    html = response.content.decode()
+    assert "By week" in html
+    # Each figure of a week drills down to that week's conversations.
+    week = f"start={first}&amp;end={last}&amp;site={shop.pk}"
+    for metric in ("conversations", "customer_messages", "autonomous", "escalated", "rated"):
+        assert f"{reverse('admin:analytics_conversations')}?{week}&amp;metric={metric}" in html
+    assert html.count(f"?{week}&amp;metric=llm_calls") == 2
+    # No row per day; the charts still have every day.
+    tuesday = first + timedelta(days=1)
+    assert f"start={tuesday}&amp;end={tuesday}" not in html
+    assert len(response.context["chart_data"]["labels"]) == 120
+    # The table's CSV link exports the weeks as shown.
+    export = reverse("admin:analytics_export", args=["daily"])
+    assert f"{export}?start={start}&amp;end={end}&amp;period=week&amp;site={shop.pk}" in html
+
+
+def test_daily_export_by_week_matches_the_table(manager_client, long_range):
+    shop, start, end = long_range
+    params = {"start": start.isoformat(), "end": end.isoformat(), "site": shop.pk}
+    table = manager_client.get(reverse(DASHBOARD), params).context["table"]
+    url = reverse("admin:analytics_export", args=["daily"])
+
+    response = manager_client.get(url, {**params, "period": "week"})
+
+    assert f"weekly_{start}_{end}.csv" in response["Content-Disposition"]
+    rows = read_csv(response)
+    assert rows[0][:3] == ["start", "end", "conversations"]
+    shown = [(row["label"], row["conversations"]) for row in reversed(table["rows"])]
+    exported = [(f"{a}" if a == b else f"{a} – {b}", f"{int(n):,}") for a, b, n, *_ in rows[1:]]
+    assert exported == shown
+    daily = read_csv(manager_client.get(url, params))
+    assert daily[0][0] == "day"
+    assert len(daily) == 1 + 120
+    assert manager_client.get(url, {**params, "period": "year"}).status_code == 400
+
+
+def test_chart_points_are_rounded(manager_client):
+    stats(make_site(name="Shop"), today(), conversations=3, escalated=1)
+    chart = manager_client.get(reverse(DASHBOARD)).context["chart_data"]
+    assert chart["charts"]["resolution"]["series"]["Escalation rate"][-1] == 33.333
+
+
+def test_dashboard_does_not_load_article_bodies(manager_client, manager):
+    shop = make_site(name="Shop")
+    article = Article.objects.create(site=shop, title="Returns", body="A long article. " * 500)
+    TopicFix.objects.create(site=shop, topic_key=uuid.uuid4(), label="Returns", article=article)
+    with CaptureQueriesContext(connection) as queries:
+        response = manager_client.get(reverse(DASHBOARD))
+    assert "Article: Returns" in response.content.decode()
+    assert not any('"bots_article"."body"' in q["sql"] for q in queries)
 
 
 # Drill-down

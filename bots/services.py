@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, OuterRef, Subquery, Sum
 from django.utils import timezone
 
@@ -15,7 +15,7 @@ from bots.curated import CuratedMatch, find_curated_answer
 from bots.models import Article, BotConfig, ConversationSummary, CuratedAnswer, LLMCall
 from bots.pii import Redaction, redact
 from bots.retrieval import Snippet, search_articles
-from helpdesk.models import Message, Site
+from helpdesk.models import Conversation, Message, Site, Visitor
 from helpdesk.services import append_message
 
 
@@ -164,45 +164,57 @@ def load_site_bundle(site_id: int) -> SiteBundle:
     )
 
 
-TURN_FIELDS = (
-    "seq",
-    "text",
-    "conversation__site_id",
-    "conversation__language",
-    "conversation__visitor__language",
-    "conversation__summary__text",
-    "conversation__summary__upto_seq",
-)
+def _turn_rows(*, conversation_id: int, message_id: int, limit: int) -> tuple[tuple, list]:
+    """The message with its conversation's languages and summary, and the recent turns
+    (newest first, up to the message, after the summary).
+
+    Hand-written SQL: it runs for every customer message before the bot answers, and
+    building these two queries through the ORM costs about 4 ms here against 0.3 ms to run.
+    """
+    quote = connection.ops.quote_name
+    messages = quote(Message._meta.db_table)
+    conversations = quote(Conversation._meta.db_table)
+    visitors = quote(Visitor._meta.db_table)
+    summaries = quote(ConversationSummary._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT m.seq, m.text, c.site_id, c.language, v.language, s.text, s.upto_seq "  # noqa: S608
+            f"FROM {messages} m JOIN {conversations} c ON c.id = m.conversation_id "
+            f"JOIN {visitors} v ON v.id = c.visitor_id "
+            f"LEFT JOIN {summaries} s ON s.conversation_id = c.id "
+            "WHERE m.id = %s AND m.conversation_id = %s",
+            [message_id, conversation_id],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            raise Message.DoesNotExist(f"No message {message_id} in {conversation_id}.")
+        seq, summarized_upto = row[0], row[6]
+        authors = list(ROLE_OF_AUTHOR)
+        cursor.execute(
+            f"SELECT author, text FROM {messages} "  # noqa: S608
+            "WHERE conversation_id = %s AND seq > %s AND seq <= %s "
+            f"AND author IN ({', '.join(['%s'] * len(authors))}) AND text <> '' "
+            "ORDER BY seq DESC LIMIT %s",
+            [conversation_id, summarized_upto or 0, seq, *authors, limit],
+        )
+        recent = cursor.fetchall()
+    return row, recent
 
 
 def prepare_turn(*, conversation_id: int, message_id: int, snippet_limit: int) -> Turn:
     """Read the turn and do its lookups (curated answers, retrieval) in one trip."""
+    limit = settings.HELPDESK_HISTORY_TURNS
+    row, recent = _turn_rows(conversation_id=conversation_id, message_id=message_id, limit=limit)
     (
-        seq,
+        _seq,
         text,
         site_id,
         conversation_language,
         visitor_language,
         summary_text,
         summarized_upto,
-    ) = (
-        Message.objects.filter(pk=message_id, conversation_id=conversation_id)
-        .values_list(*TURN_FIELDS)
-        .get()
-    )
+    ) = row
     has_summary = summarized_upto is not None
-    limit = settings.HELPDESK_HISTORY_TURNS
-    recent = list(
-        Message.objects.filter(
-            conversation_id=conversation_id,
-            seq__gt=summarized_upto or 0,
-            seq__lte=seq,
-            author__in=ROLE_OF_AUTHOR,
-        )
-        .exclude(text="")
-        .order_by("-seq")
-        .values_list("author", "text")[:limit]
-    )
     history = tuple((ROLE_OF_AUTHOR[author], text) for author, text in reversed(recent))
     asked_before = (
         has_summary

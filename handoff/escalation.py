@@ -8,9 +8,7 @@ a moderation flag) or has just failed once too often.
 import logging
 from datetime import UTC, datetime
 
-from django.db import transaction
-from django.db.models import DateTimeField, Max, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
 from django.utils import translation
 from django.utils.translation import gettext
 
@@ -41,25 +39,30 @@ def _recent_outcomes(conversation_id: int, before_seq: int | None, limit: int) -
 
     A streak that led to a handoff must not count again once an agent returns the
     conversation to the bot: only answers given after the last handoff closed count.
-    One query: the last handoff's time is a subquery (the epoch when there was none).
     """
-    last_handoff = (
-        Handoff.objects.filter(conversation_id=conversation_id)
-        .order_by()
-        .values("conversation_id")
-        .annotate(since=Max(Coalesce("resolved_at", "created_at")))
-        .values("since")[:1]
+    # Hand-written SQL: it runs for every customer message before the bot answers, and
+    # building this query through the ORM costs about 3 ms here against 0.2 ms to run it.
+    ops = connection.ops
+    messages = ops.quote_name(Message._meta.db_table)
+    handoffs = ops.quote_name(Handoff._meta.db_table)
+    sql = (
+        f"SELECT answer_source, text, state FROM {messages} "  # noqa: S608
+        "WHERE conversation_id = %s AND author = %s AND created_at > COALESCE("
+        f"(SELECT MAX(COALESCE(resolved_at, created_at)) FROM {handoffs} "
+        "WHERE conversation_id = %s), %s)"
     )
-    answers = Message.objects.filter(
-        conversation_id=conversation_id,
-        author=Message.Author.BOT,
-        created_at__gt=Coalesce(
-            Subquery(last_handoff), Value(_EPOCH), output_field=DateTimeField()
-        ),
-    )
+    params = [
+        conversation_id,
+        Message.Author.BOT,
+        conversation_id,
+        ops.adapt_datetimefield_value(_EPOCH),
+    ]
     if before_seq is not None:
-        answers = answers.filter(seq__lt=before_seq)
-    rows = answers.order_by("-seq").values_list("answer_source", "text", "state")[:limit]
+        sql += " AND seq < %s"
+        params.append(before_seq)
+    with connection.cursor() as cursor:
+        cursor.execute(sql + " ORDER BY seq DESC LIMIT %s", [*params, limit])
+        rows = cursor.fetchall()
     return tuple(bot_outcome(source, text, state) for source, text, state in reversed(rows))
 
 

@@ -11,7 +11,6 @@ batch at a time.
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from operator import itemgetter
 
 from django.core.paginator import Page, Paginator
 from django.db.models import (
@@ -172,22 +171,25 @@ def daily_series(site_ids: Iterable[int] | None, start: date, end: date) -> list
     return [_with_rates(row) for row in rows]
 
 
-_summed = itemgetter(*SUMMED)
-
-
 def _combine(rows: list[dict]) -> dict:
     """The totals and rates of daily rows: the counts summed, each percentile the mean over
     its site-day samples, as AVG over the stored rows would give."""
-    # Column by column through itemgetter: a year of days is summed twice per page.
-    sums = map(sum, zip(*map(_summed, rows), strict=True)) if rows else [0] * len(SUMMED)
-    total = dict(zip(SUMMED, sums, strict=True))
-    total["cost"] = total["cost"] or Decimal(0)
+    # One pass over the rows, adding in place: a year of days is summed twice per page, and
+    # a generator or tuple per row and figure cost more than the additions.
+    total = dict.fromkeys(SUMMED, 0)
+    total["cost"] = Decimal(0)
+    weighted = dict.fromkeys(AVERAGED, 0.0)
+    samples = dict.fromkeys(AVERAGED, 0)
+    for row in rows:
+        for name in SUMMED:
+            total[name] += row[name]
+        for name in AVERAGED:
+            if n := row[SAMPLES[name]]:
+                weighted[name] += row[name] * n
+                samples[name] += n
     for name in AVERAGED:
-        key = SAMPLES[name]
-        samples = sum(row[key] for row in rows)
-        weighted = sum(row[name] * row[key] for row in rows if row[key])
-        total[name] = weighted / samples if samples else None
-        total[key] = samples
+        total[name] = weighted[name] / samples[name] if samples[name] else None
+        total[SAMPLES[name]] = samples[name]
     return _with_rates(total)
 
 

@@ -234,7 +234,6 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if not recorded.created:
             return
         if recorded.conversation_status == Conversation.Status.BOT:
-            # Started before the echo to other tabs goes out, so the bot's work begins now.
             self.answers_pending += 1
             task = asyncio.create_task(
                 self.answer(
@@ -248,13 +247,13 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             )
             _running_answers.add(task)
             task.add_done_callback(_running_answers.discard)
-        await self.publish({"type": "message", "message": recorded.message}, skip_self=True)
 
     async def acknowledge(
         self, client_id, recorded: services.RecordedMessage, *, question: str
     ) -> "asyncio.Task | None":
-        """Send the ack; for a new message to the bot, then start the provider's moderation,
-        which runs while the ORM thread reads the turn. Returns the moderation task."""
+        """Send the ack and the echo to the conversation's other connections (other tabs, an
+        agent); for a new message to the bot, then start the provider's moderation, which
+        runs while the ORM thread reads the turn. Returns the moderation task."""
         await self.follow_conversation(recorded.conversation_id)
         stored = recorded.message
         await self.send_frame(
@@ -267,10 +266,12 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 "duplicate": not recorded.created,
             }
         )
+        if not recorded.created:
+            return None
         self.bot_has_chat = recorded.conversation_status == Conversation.Status.BOT
-        if recorded.created and self.bot_has_chat:
-            return engine.start_moderation(question)
-        return None
+        moderation = engine.start_moderation(question) if self.bot_has_chat else None
+        await self.publish({"type": "message", "message": stored}, skip_self=True)
+        return moderation
 
     async def on_resume(self, frame: dict) -> None:
         await self.replay(after=frame["after"])

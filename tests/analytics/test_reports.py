@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from analytics import selectors
 from analytics.exports import safe_cell
-from analytics.models import DailySiteStats, HandoffReasonStats, TopicFix
+from analytics.models import DailySiteStats, HandoffReasonStats, QuestionTopic, TopicFix
 from analytics.views import EXPORT_TABLES
 from bots.models import Article, BotConfig
 from handoff.models import Handoff, Rating
@@ -423,6 +423,38 @@ def test_chart_points_are_rounded(manager_client):
     stats(make_site(name="Shop"), today(), conversations=3, escalated=1)
     chart = manager_client.get(reverse(DASHBOARD)).context["chart_data"]
     assert chart["charts"]["resolution"]["series"]["Escalation rate"][-1] == 33.333
+
+
+def test_topic_rows_are_formatted_with_their_drill_downs(manager_client):
+    shop = make_site(name="Shop")
+    now = timezone.now()
+    topic = QuestionTopic.objects.create(
+        site=shop,
+        key=uuid.uuid4(),
+        label="Refunds",
+        size=1200,
+        examples=["refund?", "money back"],
+        answered_by_bot_share=0.125,
+        escalated_share=0.5,
+        no_article_share=0.875,
+        low_rating_share=0,
+        average_rating=None,
+        gap_score=2.345,
+        window_start=now - timedelta(days=30),
+        window_end=now,
+        computed_at=now,
+    )
+
+    response = manager_client.get(reverse(DASHBOARD))
+
+    [row] = response.context["gaps"]
+    assert row["topic"] == topic
+    assert (row["size"], row["no_article"], row["escalated"]) == ("1200", "88%", "50%")
+    assert (row["answered_by_bot"], row["rating"], row["gap_score"]) == ("12%", "—", "2.35")
+    html = response.content.decode()
+    assert 'title="refund? | money back"' in html
+    assert f'metric=topic&amp;topic={topic.key}&amp;outcome=no_article">88%</a>' in html
+    assert f'action="{reverse("admin:analytics_topic_fix", args=[topic.pk])}"' in html
 
 
 def test_dashboard_does_not_load_article_bodies(manager_client, manager):

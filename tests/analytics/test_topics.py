@@ -179,8 +179,8 @@ def test_dashboard_shows_topics_and_gaps_with_drill_down(shop, manager_client):
 
     response = manager_client.get(reverse("admin:analytics_dashboard"))
 
-    assert [t.pk for t in response.context["gaps"]] == [refund.pk]
-    assert {t.pk for t in response.context["topics"]} == set(
+    assert [row["topic"].pk for row in response.context["gaps"]] == [refund.pk]
+    assert {row["topic"].pk for row in response.context["topics"]} == set(
         QuestionTopic.objects.values_list("pk", flat=True)
     )
     html = response.content.decode()
@@ -290,13 +290,23 @@ def test_fix_is_measured_again_after_it_goes_live(shop, manager_client):
     fix.refresh_from_db()
     assert fix.fixed_at == article.updated_at
     response = manager_client.get(reverse("admin:analytics_dashboard"))
-    [measured] = response.context["fixes"]
+    [row] = response.context["fixes"]
+    measured = row["fix"]
     assert (measured.before_size, measured.after_size) == (4, 2)
     assert (measured.before_escalated_share, measured.after_escalated_share) == (1, 0)
     assert (measured.before_no_article_share, measured.after_no_article_share) == (1, 0)
     assert (measured.before_average_rating, measured.after_average_rating) == (1.5, 4)
+    # Formatted by the view, as the table shows them.
+    assert (row["escalated"], row["no_article"], row["rating"]) == (
+        "100% / 0%",
+        "100% / 0%",
+        "1.50 / 4.00",
+    )
+    assert row["live_since"] == timezone.localtime(fix.fixed_at).strftime("%Y-%m-%d %H:%M")
     html = response.content.decode()
     assert f"metric=topic&amp;topic={fix.topic_key}&amp;fix={fix.pk}" in html
+    assert "<td>100% / 0%</td>" in html
+    assert f'href="{reverse("admin:bots_article_change", args=[article.pk])}"' in html
 
     after = manager_client.get(
         reverse("admin:analytics_conversations"),

@@ -76,14 +76,20 @@ def reload_chat(context):
     return chat
 
 
-def test_customer_to_agent_and_back(agent, host_page, helpdesk_server, chromium):
-    customer_context, chat = customer_asks_for_a_person(chromium, host_page)
-    agent_context, console = agent_on_the_queue(chromium, helpdesk_server)
+def open_and_claim(console) -> Conversation:
+    """The agent opens the one conversation from the queue and claims it."""
     conversation = in_thread(lambda: Conversation.objects.get())
     row = console.locator(f'[data-conversation="{conversation.pk}"]')
     expect(row).to_be_visible()
     row.get_by_role("link", name="Open").click()
     console.get_by_role("button", name="Claim").click()
+    return conversation
+
+
+def test_customer_to_agent_and_back(agent, host_page, helpdesk_server, chromium):
+    customer_context, chat = customer_asks_for_a_person(chromium, host_page)
+    agent_context, console = agent_on_the_queue(chromium, helpdesk_server)
+    open_and_claim(console)
     expect(chat.locator("#helpdesk-subtitle")).to_have_text("Ann")
 
     console.get_by_role("textbox", name="Reply").fill("Hi, I'm Ann. How can I help?")
@@ -122,11 +128,7 @@ def test_a_reload_keeps_the_queue_place_and_the_agents_name(
     expect(chat.locator(".hd-queue-position")).to_have_text("You are number 1 in the queue")
 
     agent_context, console = agent_on_the_queue(chromium, helpdesk_server)
-    conversation = in_thread(lambda: Conversation.objects.get())
-    console.locator(f'[data-conversation="{conversation.pk}"]').get_by_role(
-        "link", name="Open"
-    ).click()
-    console.get_by_role("button", name="Claim").click()
+    open_and_claim(console)
     expect(chat.locator("#helpdesk-subtitle")).to_have_text("Ann")
     # The agent's name again, without a second "joined" line (the history has the message).
     chat = reload_chat(customer_context)
@@ -144,11 +146,7 @@ def test_after_a_transfer_and_a_reload_each_reply_keeps_its_agents_name(
 ):
     customer_context, chat = customer_asks_for_a_person(chromium, host_page)
     agent_context, console = agent_on_the_queue(chromium, helpdesk_server)
-    conversation = in_thread(lambda: Conversation.objects.get())
-    console.locator(f'[data-conversation="{conversation.pk}"]').get_by_role(
-        "link", name="Open"
-    ).click()
-    console.get_by_role("button", name="Claim").click()
+    conversation = open_and_claim(console)
     console.get_by_role("textbox", name="Reply").fill("Ann here, one moment")
     console.get_by_role("button", name="Send", exact=True).click()
     expect(chat.locator('[data-author="agent"] .hd-text')).to_have_text("Ann here, one moment")

@@ -1,6 +1,9 @@
 """A real Chromium, Helpdesk served over uvicorn, and a business's page on another origin."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+from django.db import connections
 from playwright.sync_api import sync_playwright
 
 from bots.models import Article
@@ -85,3 +88,20 @@ def browser_page(chromium):
     context.set_default_timeout(15000)
     yield context.new_page()
     context.close()
+
+
+def in_thread(query):
+    """ORM work from the test body: Playwright's loop owns this thread, so use another.
+
+    The worker thread's connection is closed before it ends: a pooled connection left open
+    in a finished thread never goes back to the pool, and a dozen of them starve the server.
+    """
+
+    def run():
+        try:
+            return query()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()

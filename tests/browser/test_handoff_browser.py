@@ -3,7 +3,6 @@
 import re
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -14,16 +13,11 @@ from playwright.sync_api import expect
 from handoff import services
 from handoff.models import AgentProfile, Rating
 from helpdesk.models import Conversation, Site
+from tests.browser.conftest import in_thread
 
 pytestmark = pytest.mark.browser
 
 AGENT_PASSWORD = "correct-horse-battery-9"
-
-
-def in_thread(query):
-    """ORM reads from the test body: Playwright's loop owns this thread, so use another."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(query).result()
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 """The widget in a real browser, embedded by a page on another origin."""
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from playwright.sync_api import expect
 
 from helpdesk.models import Conversation, Message
+from tests.browser.conftest import in_thread
 from tests.fake_llm import Reply
 
 pytestmark = pytest.mark.browser
@@ -93,12 +93,6 @@ def test_customer_text_is_shown_as_text_not_markup(host_page, browser_page):
     visitor = frame.get_by_role("log").locator('[data-author="visitor"]')
     expect(visitor).to_contain_text("<b>bold?</b>")
     expect(frame.get_by_role("log").locator("img")).to_have_count(0)
-
-
-def in_thread(query):
-    """ORM reads from the test body: Playwright's loop owns this thread, so use another."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(query).result()
 
 
 def test_feedback_on_an_answer_and_talk_to_a_person(host_page, browser_page):

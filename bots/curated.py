@@ -124,6 +124,11 @@ _cache: dict[int, tuple[tuple, CuratedIndex]] = {}
 _cache_lock = threading.Lock()
 
 
+def _active(site_id: int):
+    # Built only when it runs: building a queryset costs more than a cache hit.
+    return CuratedAnswer.objects.filter(site_id=site_id, is_active=True)
+
+
 def index_for_site(site_id: int, version: tuple | None = None) -> CuratedIndex:
     """The site's index, rebuilt when one of its active curated answers is added or changed.
 
@@ -131,14 +136,14 @@ def index_for_site(site_id: int, version: tuple | None = None) -> CuratedIndex:
     updated_at. Counting a hit uses a queryset update, which leaves updated_at alone, so
     hits never force a rebuild.
     """
-    active = CuratedAnswer.objects.filter(site_id=site_id, is_active=True)
     if version is None:
-        stats = active.aggregate(count=Count("id"), newest=Max("updated_at"))
+        stats = _active(site_id).aggregate(count=Count("id"), newest=Max("updated_at"))
         version = (stats["count"], stats["newest"])
     with _cache_lock:
         cached = _cache.get(site_id)
         if cached is not None and cached[0] == version:
             return cached[1]
+    active = _active(site_id)
     index = CuratedIndex(list(active.order_by("pk").values_list("id", "question", "answer")))
     with _cache_lock:
         _cache[site_id] = (version, index)

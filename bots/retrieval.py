@@ -146,20 +146,25 @@ _cache: dict[int, tuple[tuple, KnowledgeIndex]] = {}
 _cache_lock = threading.Lock()
 
 
+def _published(site_id: int):
+    # Built only when it runs: building a queryset costs more than a cache hit.
+    return Article.objects.published().filter(site_id=site_id)
+
+
 def index_for_site(site_id: int, version: tuple | None = None) -> KnowledgeIndex:
     """The site's index, rebuilt when any of its published articles changed.
 
     `version` is (count, newest updated_at) of the published articles, when the caller has
     read it already; otherwise it is read here.
     """
-    published = Article.objects.published().filter(site_id=site_id)
     if version is None:
-        stats = published.aggregate(count=Count("id"), newest=Max("updated_at"))
+        stats = _published(site_id).aggregate(count=Count("id"), newest=Max("updated_at"))
         version = (stats["count"], stats["newest"])
     with _cache_lock:
         cached = _cache.get(site_id)
         if cached is not None and cached[0] == version:
             return cached[1]
+    published = _published(site_id)
     index = KnowledgeIndex(published.values_list("id", "title", "body", "language", "tags"))
     with _cache_lock:
         _cache[site_id] = (version, index)

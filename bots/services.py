@@ -16,6 +16,7 @@ from bots.models import Article, BotConfig, ConversationSummary, CuratedAnswer, 
 from bots.pii import Redaction, redact
 from bots.retrieval import Snippet, search_articles
 from helpdesk.models import Conversation, Message, Site, Visitor
+from helpdesk.prepared import prepared_cursor
 from helpdesk.services import append_message
 
 
@@ -170,13 +171,14 @@ def _turn_rows(*, conversation_id: int, message_id: int, limit: int) -> tuple[tu
 
     Hand-written SQL: it runs for every customer message before the bot answers, and
     building these two queries through the ORM costs about 4 ms here against 0.3 ms to run.
+    Prepared, as the same two statements run for every message.
     """
     quote = connection.ops.quote_name
     messages = quote(Message._meta.db_table)
     conversations = quote(Conversation._meta.db_table)
     visitors = quote(Visitor._meta.db_table)
     summaries = quote(ConversationSummary._meta.db_table)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT m.seq, m.text, c.site_id, c.language, v.language, s.text, s.upto_seq "  # noqa: S608
             f"FROM {messages} m JOIN {conversations} c ON c.id = m.conversation_id "

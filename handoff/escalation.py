@@ -22,6 +22,7 @@ from handoff.policy import (
     evaluate,
     priority_for,
 )
+from helpdesk import prepared
 from helpdesk.models import Conversation, Message
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def _recent_outcomes(conversation_id: int, before_seq: int | None, limit: int) -
     """
     # Hand-written SQL: it runs for every customer message before the bot answers, and
     # building this query through the ORM costs about 3 ms here against 0.2 ms to run it.
+    # Prepared, as the same statement runs for every message.
     ops = connection.ops
     messages = ops.quote_name(Message._meta.db_table)
     handoffs = ops.quote_name(Handoff._meta.db_table)
@@ -60,9 +62,7 @@ def _recent_outcomes(conversation_id: int, before_seq: int | None, limit: int) -
     if before_seq is not None:
         sql += " AND seq < %s"
         params.append(before_seq)
-    with connection.cursor() as cursor:
-        cursor.execute(sql + " ORDER BY seq DESC LIMIT %s", [*params, limit])
-        rows = cursor.fetchall()
+    rows = prepared.fetch_all(sql + " ORDER BY seq DESC LIMIT %s", [*params, limit])
     return tuple(bot_outcome(source, text, state) for source, text, state in reversed(rows))
 
 

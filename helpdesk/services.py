@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from helpdesk import message_sql, prepared
 from helpdesk.languages import supported_language
 from helpdesk.models import Conversation, Message, Site, Visitor
 from helpdesk.tokens import make_visitor_token, read_visitor_token
@@ -108,12 +109,52 @@ def _next_seq(conversation_id: int) -> int:
 
 def append_message(*, conversation_id: int, author: str, text: str, **fields) -> Message:
     """Store one message at the conversation's next sequence number."""
+    if message_sql.supported():
+        return _append_in_one_statement(
+            Message(conversation_id=conversation_id, author=author, text=text, **fields)
+        )
     # No savepoint when a caller's transaction is open: it rolls back as one anyway.
     with transaction.atomic(savepoint=False):
         seq = _next_seq(conversation_id)
         return Message.objects.create(
             conversation_id=conversation_id, seq=seq, author=author, text=text, **fields
         )
+
+
+def _append_in_one_statement(message: Message) -> Message:
+    row = prepared.write_one(message_sql.append_sql(), message_sql.append_params(message))
+    if row is None:
+        raise Conversation.DoesNotExist(f"No conversation {message.conversation_id}.")
+    message.pk, message.seq = row
+    message._state.adding = False
+    return message
+
+
+def _store_into_open_conversation(
+    *, visitor_id: int, conversation_id: int, client_id: uuid.UUID, text: str
+) -> RecordedMessage | None:
+    """The common case in one statement: a new message into the open conversation the
+    visitor last saw. None when the client id is stored already or the conversation has
+    closed; the caller then takes the general path."""
+    message = Message(
+        conversation_id=conversation_id,
+        author=Message.Author.VISITOR,
+        text=text,
+        client_id=client_id,
+    )
+    try:
+        row = prepared.write_one(
+            message_sql.visitor_message_sql(),
+            message_sql.visitor_message_params(message, visitor_id=visitor_id),
+            savepoint=True,
+        )
+    except IntegrityError:
+        return None  # another tab stored the same client id meanwhile
+    if row is None:
+        return None
+    message.pk, message.seq, status = row
+    message._state.adding = False
+    return _recorded(message, status, created=True)
 
 
 def record_visitor_message(
@@ -125,6 +166,12 @@ def record_visitor_message(
     message goes there without locking the visitor (the conversation's row lock orders its
     writers), which saves two round trips on every message.
     """
+    if conversation_id is not None and message_sql.supported():
+        recorded = _store_into_open_conversation(
+            visitor_id=visitor_id, conversation_id=conversation_id, client_id=client_id, text=text
+        )
+        if recorded is not None:
+            return recorded
     try:
         with transaction.atomic():
             existing = (

@@ -125,6 +125,9 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    # Statements on the customer's path run prepared (helpdesk.prepared); off behind a
+    # pooler in transaction mode that cannot keep prepared statements.
+    HELPDESK_DB_PREPARED_STATEMENTS = env_bool("HELPDESK_DB_PREPARED_STATEMENTS", True)
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # A psycopg pool instead of persistent connections: under ASGI each
         # database_sync_to_async thread would pin a connection nobody closes, and opening a
@@ -134,7 +137,13 @@ if DATABASE_URL:
             "max_size": env_int("HELPDESK_DB_POOL_MAX", 10),
             "timeout": env_float("HELPDESK_DB_POOL_TIMEOUT", 10.0),
         }
+        if HELPDESK_DB_PREPARED_STATEMENTS:
+            # psycopg prepares nothing when the threshold is None (Django's default), not
+            # even on request; a huge one keeps automatic preparing off and lets
+            # helpdesk.prepared ask for it.
+            DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 2**31 - 1
 else:
+    HELPDESK_DB_PREPARED_STATEMENTS = False
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",

@@ -258,6 +258,9 @@ def main() -> None:
         )
         # The migrations and the fill leave cyclic garbage: not a request's to collect.
         gc.collect()
+        # As helpdesk/asgi.py does after start-up: the process's long-lived objects out of
+        # the collections.
+        gc.freeze()
         client = Client()
         client.force_login(manager)
         url = reverse("admin:analytics_dashboard")

@@ -8,25 +8,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_settings(**env: str) -> subprocess.CompletedProcess:
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     clean = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL"))
+        if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "HELPDESK_DB_"))
     }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import helpdesk.settings as s; "
-            "print(s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND'], "
-            "s.CELERY_TASK_ALWAYS_EAGER, s.DEBUG)",
-        ],
+    return subprocess.run(  # noqa: S603 - the test's own code
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env={**clean, **env},
         capture_output=True,
         text=True,
         check=False,
+    )
+
+
+def load_settings(**env: str) -> subprocess.CompletedProcess:
+    return run_python(
+        "import helpdesk.settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND'], "
+        "s.CELERY_TASK_ALWAYS_EAGER, s.DEBUG)",
+        **env,
     )
 
 
@@ -67,3 +70,24 @@ def test_a_malformed_boolean_fails_loudly():
     result = load_settings(DJANGO_DEBUG="perhaps")
     assert result.returncode != 0
     assert "DJANGO_DEBUG must be a boolean" in result.stderr
+
+
+def test_postgresql_connections_may_prepare_unless_switched_off():
+    code = (
+        "import helpdesk.settings as s; "
+        "print(s.HELPDESK_DB_PREPARED_STATEMENTS, "
+        "s.DATABASES['default']['OPTIONS'].get('prepare_threshold'))"
+    )
+    url = "postgres://u@db.example:5432/helpdesk"
+    on = run_python(code, DATABASE_URL=url)
+    off = run_python(code, DATABASE_URL=url, HELPDESK_DB_PREPARED_STATEMENTS="0")
+    embedded = run_python(code)
+    assert on.stdout.split() == ["True", str(2**31 - 1)], on.stderr
+    assert off.stdout.split() == ["False", "None"], off.stderr
+    assert embedded.stdout.split() == ["False", "None"], embedded.stderr
+
+
+def test_the_asgi_entry_point_takes_start_up_objects_out_of_garbage_collection():
+    result = run_python("import gc, helpdesk.asgi; print(gc.get_freeze_count())")
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 10_000

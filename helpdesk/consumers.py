@@ -146,6 +146,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             )
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        frame_type = None
         try:
             if text_data is None:
                 raise ProtocolError("binary_not_supported", "Binary frames are not supported.")
@@ -155,6 +156,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                     f"Frames are limited to {settings.HELPDESK_MAX_FRAME_BYTES} bytes.",
                 )
             frame = parse_client_frame(text_data)
+            frame_type = frame["type"]
             if frame["type"] != "hello" and self.visitor_id is None:
                 raise ProtocolError("not_ready", "Send 'hello' first.")
             await getattr(self, f"on_{frame['type']}")(frame)
@@ -165,6 +167,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                     "code": error.code,
                     "message": error.message,
                     "id": error.client_id,
+                    "about": error.about or frame_type,
                 }
             )
 

@@ -15,6 +15,8 @@ class ProtocolError(Exception):
     code: str
     message: str
     client_id: str | None = None
+    # The type of the client frame the error answers, once it is known.
+    about: str | None = None
 
 
 def _require(frame: dict, field: str, kind: type, client_id: str | None = None) -> Any:
@@ -151,4 +153,8 @@ def parse_client_frame(raw: str) -> dict:
     parser = PARSERS.get(frame_type) if isinstance(frame_type, str) else None
     if parser is None:
         raise ProtocolError("unknown_type", f"Unknown frame type {str(frame_type)[:40]!r}.")
-    return parser(frame)
+    try:
+        return parser(frame)
+    except ProtocolError as error:
+        error.about = frame_type
+        raise

@@ -857,18 +857,20 @@
     var code = f.code || '';
     if (code === 'bot_unavailable') { hideTyping(); notice(t('BotUnavailable')); return; }
     if (!f.id) {
-      // Frames are answered in order; an error without a client id is about our oldest
-      // unanswered request (see `asks`). Roll it back to what the server last said.
+      // An error without a client id is about the request its `about` names (see `asks`).
+      // Roll it back to what the server last said.
       if (code === 'already_rated') { answered('rating'); alreadyRated(); return; }
-      var kind = asks.shift();
+      var kind = askOfError(f);
       if (kind === 'contact') { contactFailed(code); return; }
       if (kind === 'rating') { ratingFailed(code); return; }
-      var voted = kind === 'handoff' ? null : votesInFlight.shift();
-      if (voted) {
-        voted.inflight = Math.max(0, voted.inflight - 1);
-        if (!voted.inflight) { voted.vote = voted.serverVote; renderFeedback(voted); }
+      if (kind !== null) {
+        var voted = kind === 'handoff' ? null : votesInFlight.shift();
+        if (voted) {
+          voted.inflight = Math.max(0, voted.inflight - 1);
+          if (!voted.inflight) { voted.vote = voted.serverVote; renderFeedback(voted); }
+        }
+        if (kind !== 'vote' && handoffPending) handoffSettled();
       }
-      if (kind !== 'vote' && handoffPending) handoffSettled();
     }
     if (code === 'rate_limited') { notice(t('RateLimited')); scheduleRetry(); return; }
     if (f.id) {
@@ -983,7 +985,7 @@
 
   // ---- requests the server answers -------------------------------------------------------------
   // The server answers frames in order, and an `error` about anything but a `message` carries no
-  // id. `asks` lists the kinds of the frames sent on this socket and not yet answered, oldest
+  // client id, only the frame type it answers (`about`). `asks` lists the kinds of the frames sent on this socket and not yet answered, oldest
   // first ('vote', 'handoff', 'contact', 'rating'), so such an error goes to the right one.
   var asks = [];
   function sendAsk(kind, frame) {
@@ -994,6 +996,15 @@
   function answered(kind) {
     var i = asks.indexOf(kind);
     if (i >= 0) asks.splice(i, 1);
+  }
+  // An error names the frame it answers (`about`); servers before that field go by order.
+  var ASK_OF_FRAME = { feedback: 'vote', handoff: 'handoff', contact: 'contact', rating: 'rating' };
+  function askOfError(f) {
+    if (f.about === undefined) return asks.shift();
+    var named = ASK_OF_FRAME[f.about];
+    if (!named || asks.indexOf(named) < 0) return null;
+    answered(named);
+    return named;
   }
   function focusInput() {
     try { input.focus({ preventScroll: true }); } catch (e) { input.focus(); }

@@ -32,7 +32,7 @@ def agent(host_page):
     return user
 
 
-def customer_asks_for_a_person(chromium, host_page):
+def customer_asks_for_a_person(chromium, host_page, told="A person will be with you"):
     """A new customer on the business's page presses "Talk to a person"; their chat frame."""
     context = chromium.new_context(locale="en-US")
     context.set_default_timeout(15000)
@@ -42,7 +42,7 @@ def customer_asks_for_a_person(chromium, host_page):
     chat = customer.frame_locator('iframe[title="Chat"]')
     chat.locator("header").get_by_role("button", name="Talk to a person").click()
     expect(chat.locator("#helpdesk-queue")).to_be_visible()
-    expect(chat.locator(".hd-queue-title")).to_contain_text("A person will be with you")
+    expect(chat.locator(".hd-queue-title")).to_contain_text(told)
     return context, chat
 
 
@@ -219,3 +219,22 @@ def test_the_notification_switch_is_saved_and_respected(
     first.close()
     second.close()
     agent_context.close()
+
+
+def test_with_nobody_online_the_customer_leaves_an_address_the_server_checks(host_page, chromium):
+    context, chat = customer_asks_for_a_person(
+        chromium, host_page, told="Sorry, nobody is available right now."
+    )
+    email = chat.get_by_label("Email")
+    expect(email).to_be_visible()
+    # Passes the widget's own check, not the server's (a one-letter top-level domain): the
+    # server's error, which names the `contact` frame it answers, reaches the form.
+    email.fill("ann@example.c")
+    chat.get_by_role("button", name="Leave email").click()
+    expect(chat.locator(".hd-field-error")).to_have_text("Please enter a valid email address.")
+    email.fill("ann@example.com")
+    chat.get_by_role("button", name="Leave email").click()
+    expect(chat.locator("#helpdesk-queue")).to_contain_text("We'll reply to ann@example.com")
+    expect(chat.locator(".hd-field-error")).to_have_text("")
+    assert in_thread(lambda: Conversation.objects.get().contact_email) == "ann@example.com"
+    context.close()

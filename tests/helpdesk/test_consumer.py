@@ -267,6 +267,26 @@ async def test_bad_frames_get_an_error_and_the_connection_stays_open(site, raw, 
     await client.close()
 
 
+@pytest.mark.parametrize(
+    ("frame", "about"),
+    [
+        ({"type": "contact", "email": "not an address"}, "contact"),
+        ({"type": "rating", "score": 9}, "rating"),
+        ({"type": "rating", "score": 5}, "rating"),  # nothing resolved to rate yet
+        ({"type": "feedback", "message_id": 424242, "vote": "up"}, "feedback"),
+        ({"type": "message", "text": "no id"}, "message"),
+        ({"type": "shout"}, None),
+    ],
+)
+async def test_an_error_names_the_frame_it_answers(site, frame, about):
+    # Only a message's errors carry a client id; the others say which request failed.
+    client = await WidgetClient.opened(site.key)
+    await client.send(frame)
+    error = await client.receive()
+    assert (error["type"], error["about"], error["id"]) == ("error", about, None)
+    await client.close()
+
+
 async def test_binary_frames_are_refused_with_an_error(site):
     client = await WidgetClient.opened(site.key)
     await client.communicator.send_to(bytes_data=b"\x00\x01")

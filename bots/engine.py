@@ -225,12 +225,6 @@ def read_turn(*, conversation_id: int, message_id: int) -> services.Turn:
     )
 
 
-def reserve_answer(*, conversation_id: int) -> dict:
-    """Store the answer's row (empty, streaming) ahead of the answer; sync, for the ORM
-    thread. Pass it to `reply(reserved=...)`, which fills it in."""
-    return services.start_bot_message(conversation_id=conversation_id)
-
-
 def start_moderation(question: str) -> "asyncio.Task | None":
     """The provider's moderation of a customer message, started as soon as its text is known.
 
@@ -246,7 +240,6 @@ async def reply(
     conversation_id: int,
     message_id: int,
     turn: services.Turn | None = None,
-    reserved: dict | None = None,
     moderation: "asyncio.Task | None" = None,
 ) -> AsyncIterator[BotEvent]:
     """Answer the customer message `message_id`: deltas, then the stored answer."""
@@ -259,7 +252,7 @@ async def reply(
         if moderation is not None:
             moderation.cancel()
         raise
-    answer = _Answer(turn=turn, message=reserved)
+    answer = _Answer(turn=turn)
     try:
         async for event in _answer(turn, answer, moderation):
             yield event

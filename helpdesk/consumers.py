@@ -47,7 +47,6 @@ class StoredTurn:
     recorded: services.RecordedMessage
     escalation: "handoff_services.Escalation | None" = None
     turn: "engine.services.Turn | None" = None
-    reserved: dict | None = None
 
 
 def _store_and_read_turn(
@@ -90,8 +89,7 @@ def _store_and_read_turn(
         if escalation is not None:
             return StoredTurn(recorded, escalation=escalation)
         turn = engine.read_turn(conversation_id=recorded.conversation_id, message_id=message["id"])
-        reserved = engine.reserve_answer(conversation_id=recorded.conversation_id)
-        return StoredTurn(recorded, turn=turn, reserved=reserved)
+        return StoredTurn(recorded, turn=turn)
     except Exception:
         logger.exception("Reading the turn of conversation %s failed", recorded.conversation_id)
         return StoredTurn(recorded)
@@ -243,7 +241,6 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                     recorded.conversation_id,
                     recorded.message,
                     turn=stored.turn,
-                    reserved=stored.reserved,
                     escalation=stored.escalation,
                     moderation=moderation,
                 )
@@ -426,7 +423,6 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         message: dict,
         *,
         turn=None,
-        reserved: dict | None = None,
         escalation: "handoff_services.Escalation | None" = None,
         moderation: "asyncio.Task | None" = None,
     ) -> None:
@@ -448,12 +444,12 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                         moderation.cancel()
                     await publish_status_change(self.channel_layer, escalation.status_change)
                     return
-                await self.run_engine(relay, conversation_id, message, turn, reserved, moderation)
+                await self.run_engine(relay, conversation_id, message, turn, moderation)
         finally:
             self.answers_pending -= 1
 
     async def run_engine(
-        self, relay: "AnswerRelay", conversation_id: int, message: dict, turn, reserved, moderation
+        self, relay: "AnswerRelay", conversation_id: int, message: dict, turn, moderation
     ) -> None:
         # The typing frame goes out while the engine starts; it is awaited before the
         # first event so it always arrives first.
@@ -463,7 +459,6 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 conversation_id=conversation_id,
                 message_id=message["id"],
                 turn=turn,
-                reserved=reserved,
                 moderation=moderation,
             ):
                 await typing

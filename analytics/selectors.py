@@ -113,7 +113,8 @@ DRILL_DOWNS = (
     "curated_hits",
     "llm_errors",
     # ...or, whatever the range, whose customer asked a question of the `topic` (a topic key),
-    # after the fix went live when `fix` is given; `outcome` narrows to the questions that
+    # after the fix went live when `fix` is given (before it was made, with `before_fix`);
+    # `outcome` narrows to the questions that
     # were escalated, answered by the bot, or got no article.
     "topic",
 )
@@ -289,6 +290,7 @@ def _drill_down(
     topic: str | None = None,
     outcome: str | None = None,
     fix: TopicFix | None = None,
+    before_fix: bool = False,
 ) -> QuerySet:
     metric = metric or "conversations"
     if metric not in DRILL_DOWNS:
@@ -300,7 +302,9 @@ def _drill_down(
     if metric == "topic":
         # Topics cover their own window (the last 30 days when computed), not the range.
         asked = TopicQuestion.objects.filter(topic__key=topic, conversation=OuterRef("pk"))
-        if fix is not None:
+        if fix is not None and before_fix:
+            asked = asked.filter(asked_at__lt=fix.created_at)
+        elif fix is not None:
             asked = asked.filter(asked_at__gte=fix.fixed_at) if fix.fixed_at else asked.none()
         if outcome is not None:
             if outcome not in TOPIC_OUTCOMES:
@@ -357,13 +361,15 @@ def conversations_for(
     topic: str | None = None,
     outcome: str | None = None,
     fix: TopicFix | None = None,
+    before_fix: bool = False,
     page: int = 1,
     per_page: int = 50,
 ) -> Page:
     """The conversations behind a figure, newest first; each has `site` and `rating` loaded.
 
     `rule` narrows "handoffs" to one escalation rule, `score` the rated ones to one score;
-    "topic" needs `topic` (a topic key) and takes an `outcome` (TOPIC_OUTCOMES).
+    "topic" needs `topic` (a topic key) and takes an `outcome` (TOPIC_OUTCOMES), and a `fix`
+    for the questions after it went live (`before_fix`: asked before it was made).
     """
     qs = (
         _drill_down(
@@ -376,6 +382,7 @@ def conversations_for(
             topic=topic,
             outcome=outcome,
             fix=fix,
+            before_fix=before_fix,
         )
         .select_related("site", "visitor", "rating")
         .order_by("-created_at", "-pk")

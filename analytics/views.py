@@ -426,6 +426,15 @@ def _fix_rows(fixes: list[TopicFix], filters: Filters) -> list[dict]:
     rows = []
     for fix in fixes:
         measured = bool(fix.after_size)  # no share of no questions
+        topic_url = f"{drill}?{query}&metric=topic&topic={fix.topic_key}&fix={fix.pk}"
+        escalated = (
+            _whole_percent(fix.before_escalated_share),
+            _whole_percent(fix.after_escalated_share if measured else None),
+        )
+        no_article = (
+            _whole_percent(fix.before_no_article_share),
+            _whole_percent(fix.after_no_article_share if measured else None),
+        )
         if fix.article_id:
             edit_url = reverse("admin:bots_article_change", args=[fix.article_id])
         elif fix.curated_answer_id:
@@ -441,24 +450,15 @@ def _fix_rows(fixes: list[TopicFix], filters: Filters) -> list[dict]:
                     if fix.fixed_at
                     else ""
                 ),
-                # The topic's questions since the fix went live.
-                "after_url": (
-                    f"{drill}?{query}&metric=topic&topic={fix.topic_key}&fix={fix.pk}"
-                    if fix.fixed_at
-                    else ""
-                ),
-                "escalated": " / ".join(
-                    (
-                        _whole_percent(fix.before_escalated_share),
-                        _whole_percent(fix.after_escalated_share if measured else None),
-                    )
-                ),
-                "no_article": " / ".join(
-                    (
-                        _whole_percent(fix.before_no_article_share),
-                        _whole_percent(fix.after_no_article_share if measured else None),
-                    )
-                ),
+                # The topic's questions asked before the fix was made, and since it went live.
+                "before_url": f"{topic_url}&side=before",
+                "after_url": topic_url if fix.fixed_at else "",
+                "escalated": " / ".join(escalated),
+                "escalated_before": escalated[0],
+                "escalated_after": escalated[1],
+                "no_article": " / ".join(no_article),
+                "no_article_before": no_article[0],
+                "no_article_after": no_article[1],
                 "rating": " / ".join(
                     (
                         _number(fix.before_average_rating, 2),
@@ -571,6 +571,11 @@ def conversations_view(request: HttpRequest) -> HttpResponse:
         if request.GET.get("fix", "").isdigit():
             fix = get_object_or_404(TopicFix, pk=request.GET["fix"], topic_key=topic)
             narrow["fix"] = fix.pk
+            side = request.GET.get("side") or "after"
+            if side not in ("before", "after"):
+                return HttpResponseBadRequest(_("Unknown side of a fix."))
+            if side == "before":
+                narrow["side"] = side
         narrow["topic"] = topic
     page = selectors.conversations_for(
         filters.site_ids,
@@ -582,6 +587,7 @@ def conversations_view(request: HttpRequest) -> HttpResponse:
         topic=topic or None,
         outcome=outcome or None,
         fix=fix,
+        before_fix=narrow.get("side") == "before",
         page=request.GET.get("page") or 1,
     )
     return TemplateResponse(

@@ -304,8 +304,13 @@ def test_fix_is_measured_again_after_it_goes_live(shop, manager_client):
     )
     assert row["live_since"] == timezone.localtime(fix.fixed_at).strftime("%Y-%m-%d %H:%M")
     html = response.content.decode()
-    assert f"metric=topic&amp;topic={fix.topic_key}&amp;fix={fix.pk}" in html
-    assert "<td>100% / 0%</td>" in html
+    topic_url = f"metric=topic&amp;topic={fix.topic_key}&amp;fix={fix.pk}"
+    assert f'{topic_url}">2</a>' in html
+    # Every figure on both sides drills down: before the fix was made, and since it is live.
+    assert f'{topic_url}&amp;side=before">4</a>' in html
+    assert f'{topic_url}&amp;side=before&amp;outcome=escalated">100%</a>' in html
+    assert f'{topic_url}&amp;outcome=escalated">0%</a>' in html
+    assert f'{topic_url}&amp;side=before&amp;outcome=no_article">100%</a>' in html
     assert f'href="{reverse("admin:bots_article_change", args=[article.pk])}"' in html
 
     after = manager_client.get(
@@ -314,6 +319,19 @@ def test_fix_is_measured_again_after_it_goes_live(shop, manager_client):
     )
     texts = {c.messages.get(seq=1).text for c in after.context["page_obj"]}
     assert texts == {"refund for a broken blender?", "blender broken, refund"}
+    before = manager_client.get(
+        reverse("admin:analytics_conversations"),
+        {"metric": "topic", "topic": str(fix.topic_key), "fix": fix.pk, "side": "before"},
+    )
+    before_texts = {c.messages.get(seq=1).text for c in before.context["page_obj"]}
+    assert len(before_texts) == 4
+    assert before_texts.isdisjoint(texts)
+    assert before_texts <= set(REFUND)
+    wrong_side = manager_client.get(
+        reverse("admin:analytics_conversations"),
+        {"metric": "topic", "topic": str(fix.topic_key), "fix": fix.pk, "side": "during"},
+    )
+    assert wrong_side.status_code == 400
 
     export = manager_client.get(reverse("admin:analytics_export", args=["fixes"]))
     rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode()[1:])))

@@ -197,6 +197,10 @@ else:
     CELERY_TASK_ALWAYS_EAGER = True
 
 CELERY_TASK_EAGER_PROPAGATES = True
+# In-process tasks (the embedded default) run on threads of their own, not inside the
+# caller (helpdesk.celery.Task): an LLM call or a webhook never holds the consumers' work.
+HELPDESK_EAGER_TASKS_IN_BACKGROUND = env_bool("HELPDESK_EAGER_TASKS_IN_BACKGROUND", True)
+HELPDESK_EAGER_TASK_THREADS = env_int("HELPDESK_EAGER_TASK_THREADS", 4)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

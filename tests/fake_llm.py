@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from http import HTTPStatus
@@ -301,6 +301,7 @@ class FakeLLMServer:
         self.base_url = ""
         self.port = 0
         self._script: deque[Reply] = deque()
+        self._routed: list[tuple[Callable[[dict[str, Any]], bool], deque[Reply]]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -385,6 +386,12 @@ class FakeLLMServer:
         with self._lock:
             self._script.extend(replies)
 
+    def script_for(self, wants: Callable[[dict[str, Any]], bool], *replies: Reply) -> None:
+        """Queue replies for the chat completion requests whose JSON body `wants`; they go
+        before the general script, so concurrent callers each get their own answers."""
+        with self._lock:
+            self._routed.append((wants, deque(replies)))
+
     def pending_replies(self) -> int:
         """How many scripted replies have not been consumed yet."""
         with self._lock:
@@ -404,11 +411,15 @@ class FakeLLMServer:
         with self._lock:
             self.requests.clear()
             self._script.clear()
+            self._routed.clear()
             self.default_reply = None
             self.flag_words = set(DEFAULT_FLAG_WORDS)
 
     def _next_reply(self, body: dict[str, Any]) -> Reply:
         with self._lock:
+            for wants, replies in self._routed:
+                if replies and wants(body):
+                    return replies.popleft()
             if self._script:
                 return self._script.popleft()
         if self.default_reply is not None:

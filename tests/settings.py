@@ -21,8 +21,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 if "CONFIG" in CHANNEL_LAYERS["default"]:
     CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"test-{os.getpid()}"
 
-# Tasks run in the test's process, whatever broker the environment names.
+# Tasks run in the test's process, whatever broker the environment names, and inside the
+# call that schedules them, so a test sees their effects when the call returns (tests of
+# the background threads turn HELPDESK_EAGER_TASKS_IN_BACKGROUND on).
 CELERY_TASK_ALWAYS_EAGER = True
+HELPDESK_EAGER_TASKS_IN_BACKGROUND = False
 
 # Every test sees its own writes at once.
 HELPDESK_SITE_CACHE_SECONDS = 0

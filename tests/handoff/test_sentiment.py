@@ -1,5 +1,7 @@
 """The optional LLM sentiment check, over the real widget consumer and the fake LLM server."""
 
+import time
+
 import pytest
 from channels.db import database_sync_to_async
 
@@ -143,3 +145,32 @@ def test_parsing_the_models_answer(content, verdict):
 def test_answers_that_are_not_a_verdict(content):
     with pytest.raises(ValueError):  # noqa: PT011 - _InvalidAnswer, private
         sentiment._parse(content)
+
+
+def is_sentiment_request(body: dict) -> bool:
+    return body["messages"][0]["content"] == sentiment.INSTRUCTIONS
+
+
+async def test_in_process_the_check_does_not_hold_up_the_bots_answer(site, fake_llm, settings):
+    # The embedded default: tasks run in this process, on threads of their own.
+    settings.HELPDESK_EAGER_TASKS_IN_BACKGROUND = True
+    await database_sync_to_async(HandoffSettings.objects.create)(site=site, sentiment_llm=True)
+    slow = 1.5
+    fake_llm.script_for(
+        is_sentiment_request, Reply(text='{"score": 4, "reason": "furious"}', delay=slow)
+    )
+    visitor = await WidgetClient.opened(site.key)
+    started = time.monotonic()
+    await visitor.say(CALM_WORDS)
+
+    frames = await visitor.receive_until("done", timeout=10)
+    answered_after = time.monotonic() - started
+    frames += await visitor.receive_until("status", timeout=10)
+    await visitor.close()
+
+    # The bot answered while the model still weighed the customer's mood; then a person.
+    assert answered_after < slow
+    assert [f for f in frames if f["type"] == "done"][-1]["answer_source"] == "llm"
+    assert [f["status"] for f in frames if f["type"] == "status"] == ["waiting"]
+    handoff = await database_sync_to_async(Handoff.objects.get)()
+    assert handoff.rule == "sentiment"

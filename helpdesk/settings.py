@@ -150,9 +150,13 @@ else:
             "NAME": VAR_DIR / "helpdesk.sqlite3",
             # WAL lets the demo's readers and its one writer work side by side; with WAL,
             # synchronous=NORMAL cannot corrupt the file and saves an fsync per commit.
+            # IMMEDIATE: a transaction takes the write lock when it begins, waiting up to the
+            # timeout, instead of failing at once ("database is locked") when it reads first
+            # and another thread (a background task) has written since.
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
                 "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
             },
         }
     }

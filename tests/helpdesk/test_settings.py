@@ -91,3 +91,59 @@ def test_the_asgi_entry_point_takes_start_up_objects_out_of_garbage_collection()
     result = run_python("import gc, helpdesk.asgi; print(gc.get_freeze_count())")
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) > 10_000
+
+
+SQLITE_WRITERS = """
+import threading, time
+import django
+django.setup()
+from django.db import connection, transaction
+
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE IF NOT EXISTS jot (n INTEGER)")
+read = threading.Event()
+errors = []
+
+def reads_then_writes():
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT COUNT(*) FROM jot")
+                read.set()
+                time.sleep(0.3)
+                cursor.execute("INSERT INTO jot VALUES (1)")
+    except Exception as exc:
+        errors.append(repr(exc))
+    finally:
+        read.set()
+        connection.close()
+
+def writes():
+    read.wait()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO jot VALUES (2)")
+    except Exception as exc:
+        errors.append(repr(exc))
+    finally:
+        connection.close()
+
+threads = [threading.Thread(target=reads_then_writes), threading.Thread(target=writes)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+with connection.cursor() as cursor:
+    cursor.execute("SELECT COUNT(*) FROM jot")
+    print(errors, cursor.fetchone()[0])
+"""
+
+
+def test_the_embedded_database_lets_a_background_writer_wait_its_turn(tmp_path):
+    # A transaction that reads, then writes after another thread wrote, fails at once with
+    # "database is locked" unless it took the write lock when it began.
+    result = run_python(
+        SQLITE_WRITERS, HELPDESK_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="helpdesk.settings"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[] 2"

@@ -12,6 +12,8 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
 
+from bots import engine
+from bots.engine import start_moderation
 from handoff.models import AgentProfile, Handoff, InternalNote
 from helpdesk import consumers
 from helpdesk.asgi import application
@@ -649,3 +651,28 @@ async def test_the_rating_offer_ends_a_day_after_resolve(shop, django_user_model
     assert frames[0]["conversation"] is None
     await again.close()
     await agent.close()
+
+
+async def test_a_message_for_a_person_is_never_sent_to_the_providers_moderation(
+    shop, fake_llm, monkeypatch
+):
+    # Each start is noted (and carried out): one cancelled early might never reach the
+    # server, yet would have been a mistake.
+    started = []
+
+    def noting(question):
+        started.append(question)
+        return start_moderation(question)
+
+    monkeypatch.setattr(engine, "start_moderation", noting)
+    visitor, _conversation = await customer_asking_for_a_person(shop)
+    await visitor.say("Are you still there?")
+    again = WidgetClient(shop.key)
+    assert await again.connect()
+    await again.hello(token=visitor.token)
+    await again.say("Hello? Anyone?")
+    await visitor.receive_until("message")
+    assert started == []
+    assert [r for r in fake_llm.requests if r.path == "/v1/moderations"] == []
+    await again.close()
+    await visitor.close()

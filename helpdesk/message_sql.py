@@ -24,9 +24,10 @@ def supported() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _stored_fields() -> list:
+@cache
+def _stored_fields() -> tuple:
     fields = Message._meta.concrete_fields
-    return [field for field in fields if not field.primary_key and field.name != "seq"]
+    return tuple(field for field in fields if not field.primary_key and field.name != "seq")
 
 
 def _placeholder(field) -> str:
@@ -49,16 +50,26 @@ def _column_list() -> str:
     return ", ".join([*(quote(field.column) for field in _stored_fields()), quote("seq")])
 
 
-@cache
-def append_sql() -> str:
+def _taken(condition: str, returning: str) -> str:
+    """The CTE that takes the conversation's next number; its row lock orders the writers."""
     conversations = connection.ops.quote_name(Conversation._meta.db_table)
+    return (
+        f"taken AS (UPDATE {conversations} SET last_seq = last_seq + 1, updated_at = %s "  # noqa: S608
+        f"WHERE {condition} RETURNING {returning})"
+    )
+
+
+def _insert() -> str:
     messages = connection.ops.quote_name(Message._meta.db_table)
     return (
-        f"WITH taken AS (UPDATE {conversations} SET last_seq = last_seq + 1, updated_at = %s "  # noqa: S608
-        "WHERE id = %s RETURNING last_seq) "
-        f"INSERT INTO {messages} ({_column_list()}) SELECT {_select_list()} FROM taken "
+        f"INSERT INTO {messages} ({_column_list()}) SELECT {_select_list()} FROM taken "  # noqa: S608
         "RETURNING id, seq"
     )
+
+
+@cache
+def append_sql() -> str:
+    return f"WITH {_taken('id = %s', 'last_seq')} {_insert()}"
 
 
 @cache
@@ -67,15 +78,14 @@ def visitor_message_sql() -> str:
     client id is stored already; one row (id, seq, conversation status) when stored."""
     conversations = connection.ops.quote_name(Conversation._meta.db_table)
     messages = connection.ops.quote_name(Message._meta.db_table)
+    open_and_new = (
+        "id = %s AND visitor_id = %s AND status <> %s AND NOT EXISTS (SELECT 1 FROM existing)"
+    )
     return (
         "WITH existing AS ("  # noqa: S608
         f"SELECT m.id FROM {messages} m JOIN {conversations} c ON c.id = m.conversation_id "
         "WHERE c.visitor_id = %s AND m.client_id = %s LIMIT 1), "
-        f"taken AS (UPDATE {conversations} SET last_seq = last_seq + 1, updated_at = %s "
-        "WHERE id = %s AND visitor_id = %s AND status <> %s "
-        "AND NOT EXISTS (SELECT 1 FROM existing) RETURNING last_seq, status), "
-        f"stored AS (INSERT INTO {messages} ({_column_list()}) SELECT {_select_list()} "
-        "FROM taken RETURNING id, seq) "
+        f"{_taken(open_and_new, 'last_seq, status')}, stored AS ({_insert()}) "
         "SELECT stored.id, stored.seq, taken.status FROM stored CROSS JOIN taken"
     )
 

@@ -125,7 +125,12 @@ def _append_in_one_statement(message: Message) -> Message:
     row = prepared.write_one(message_sql.append_sql(), message_sql.append_params(message))
     if row is None:
         raise Conversation.DoesNotExist(f"No conversation {message.conversation_id}.")
-    message.pk, message.seq = row
+    return _stored_as(message, *row)
+
+
+def _stored_as(message: Message, pk: int, seq: int) -> Message:
+    """The instance of a message a statement stored, as the ORM would leave it."""
+    message.pk, message.seq = pk, seq
     message._state.adding = False
     return message
 
@@ -152,9 +157,8 @@ def _store_into_open_conversation(
         return None  # another tab stored the same client id meanwhile
     if row is None:
         return None
-    message.pk, message.seq, status = row
-    message._state.adding = False
-    return _recorded(message, status, created=True)
+    pk, seq, status = row
+    return _recorded(_stored_as(message, pk, seq), status, created=True)
 
 
 def record_visitor_message(

@@ -8,6 +8,8 @@ from helpdesk.models import Site
 from tests.fake_llm import FakeLLMServer
 from tests.widget_client import SHOP_ORIGIN
 
+ON_POSTGRESQL = django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
 
 def pytest_report_header(config):
     database = django_settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]

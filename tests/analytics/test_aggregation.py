@@ -51,6 +51,7 @@ from analytics.selectors import (
 from bots.models import LLMCall
 from handoff.models import Handoff, Rating
 from helpdesk.models import Conversation, Message, Site, Visitor
+from tests.conftest import ON_POSTGRESQL
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 D1, D2, D3 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)
@@ -321,9 +322,6 @@ def test_rerun_is_idempotent(world):
     report = aggregate(now=NOW + timedelta(minutes=10))
     assert (report.keys, report.daily_rows) == (0, 0)
     assert snapshot() == first
-
-
-ON_POSTGRESQL = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
 
 def waiting_on(table: str) -> bool:

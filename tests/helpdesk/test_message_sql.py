@@ -5,14 +5,13 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.conf import settings
 from django.db import DataError, connection, transaction
 from django.forms.models import model_to_dict
 
 from helpdesk.models import Conversation, Message, Visitor
 from helpdesk.services import append_message, record_visitor_message
+from tests.conftest import ON_POSTGRESQL
 
-ON_POSTGRESQL = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 pytestmark = [
     pytest.mark.django_db,
     pytest.mark.skipif(not ON_POSTGRESQL, reason="data-modifying CTEs are PostgreSQL's"),

@@ -41,7 +41,8 @@ from bots.pii import redact
 from bots.pricing import cost_of
 from bots.prompt import KnowledgeSnippet, PromptParts, PromptTooLarge, build_prompt
 from bots.retrieval import Snippet, search_articles
-from helpdesk.services import StatusChange, request_human
+from helpdesk.message_sql import SnapshotRead
+from helpdesk.services import StatusChange, release_answer, request_human
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,8 @@ class _Answer:
     reserved: "asyncio.Task | None" = None
 
     def reserve(self) -> None:
-        """Store the answer's row while the model thinks, off the path to the first token."""
+        """Store the answer's row while moderation and the model run, off the path to the
+        first token."""
         if self.message is None and self.reserved is None:
             self.reserved = asyncio.create_task(
                 database_sync_to_async(services.start_bot_message)(
@@ -214,14 +216,36 @@ def _cache_key(turn: services.Turn) -> str | None:
     return f"bots:answer:{turn.site_id}:{turn.knowledge_version}:{digest}"
 
 
-def read_turn(*, conversation_id: int, message_id: int) -> services.Turn:
+def turn_reads(*, conversation_id: int) -> tuple[SnapshotRead, ...]:
+    """What `read_turn` reads from the database, as reads for the statement that stores the
+    customer's next message (`helpdesk.services.record_visitor_message(reads=...)`)."""
+    return services.turn_reads(conversation_id=conversation_id)
+
+
+def read_turn(
+    *,
+    conversation_id: int,
+    message_id: int,
+    reads: tuple | None = None,
+    message: dict | None = None,
+) -> services.Turn:
     """What answering the message needs from the database; sync, for the ORM thread.
 
     The consumer reads it in the same trip that stores the message, then passes it to
-    `reply(turn=...)`.
+    `reply(turn=...)`. `reads` are the values of `turn_reads` stored with `message`: then
+    only the lookups (curated answers, retrieval) are left to do.
     """
+    rows = None
+    if reads is not None:
+        conversation, earlier = reads
+        rows = services.turn_rows_of_reads(
+            seq=message["seq"], text=message["text"], conversation=conversation, earlier=earlier
+        )
     return services.prepare_turn(
-        conversation_id=conversation_id, message_id=message_id, snippet_limit=SNIPPETS_PER_PROMPT
+        conversation_id=conversation_id,
+        message_id=message_id,
+        snippet_limit=SNIPPETS_PER_PROMPT,
+        rows=rows,
     )
 
 
@@ -241,8 +265,10 @@ async def reply(
     message_id: int,
     turn: services.Turn | None = None,
     moderation: "asyncio.Task | None" = None,
+    reserved: dict | None = None,
 ) -> AsyncIterator[BotEvent]:
-    """Answer the customer message `message_id`: deltas, then the stored answer."""
+    """Answer the customer message `message_id`: deltas, then the stored answer, written
+    into `reserved` (the answer's empty row, stored with the message) when given."""
     try:
         if turn is None:
             turn = await database_sync_to_async(read_turn)(
@@ -251,8 +277,15 @@ async def reply(
     except BaseException:
         if moderation is not None:
             moderation.cancel()
+        if reserved is not None:
+            await asyncio.shield(database_sync_to_async(release_answer)(reserved))
         raise
-    answer = _Answer(turn=turn)
+    answer = _Answer(turn=turn, message=reserved)
+    if reserved is None:
+        answer.reserve()
+        # Hands the row to the ORM thread before the moderation verdict and the prompt hold
+        # the event loop.
+        await asyncio.sleep(0)
     try:
         async for event in _answer(turn, answer, moderation):
             yield event
@@ -474,7 +507,6 @@ async def _llm_answer(
         "max_tokens": bot.max_tokens,
         "stop": list(bot.stop),
     }
-    answer.reserve()
     for _round in range(MAX_TOOL_ROUNDS + 1):
         tool_calls: list[ToolCallRequest] = []
         call_started = time.perf_counter()

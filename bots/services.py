@@ -15,6 +15,7 @@ from bots.curated import CuratedMatch, find_curated_answer
 from bots.models import Article, BotConfig, ConversationSummary, CuratedAnswer, LLMCall
 from bots.pii import Redaction, redact
 from bots.retrieval import Snippet, search_articles
+from helpdesk.message_sql import SnapshotRead
 from helpdesk.models import Conversation, Message, Site, Visitor
 from helpdesk.prepared import prepared_cursor
 from helpdesk.services import append_message
@@ -165,6 +166,17 @@ def load_site_bundle(site_id: int) -> SiteBundle:
     )
 
 
+def _tables() -> tuple[str, str, str, str]:
+    """The quoted tables of messages, conversations, visitors and summaries."""
+    quote = connection.ops.quote_name
+    models = (Message, Conversation, Visitor, ConversationSummary)
+    return tuple(quote(model._meta.db_table) for model in models)
+
+
+_AUTHORS = tuple(ROLE_OF_AUTHOR)
+_AUTHOR_PLACEHOLDERS = ", ".join(["%s"] * len(_AUTHORS))
+
+
 def _turn_rows(*, conversation_id: int, message_id: int, limit: int) -> tuple[tuple, list]:
     """The message with its conversation's languages and summary, and the recent turns
     (newest first, up to the message, after the summary).
@@ -173,11 +185,7 @@ def _turn_rows(*, conversation_id: int, message_id: int, limit: int) -> tuple[tu
     building these two queries through the ORM costs about 4 ms here against 0.3 ms to run.
     Prepared, as the same two statements run for every message.
     """
-    quote = connection.ops.quote_name
-    messages = quote(Message._meta.db_table)
-    conversations = quote(Conversation._meta.db_table)
-    visitors = quote(Visitor._meta.db_table)
-    summaries = quote(ConversationSummary._meta.db_table)
+    messages, conversations, visitors, summaries = _tables()
     with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT m.seq, m.text, c.site_id, c.language, v.language, s.text, s.upto_seq "  # noqa: S608
@@ -191,22 +199,60 @@ def _turn_rows(*, conversation_id: int, message_id: int, limit: int) -> tuple[tu
         if row is None:
             raise Message.DoesNotExist(f"No message {message_id} in {conversation_id}.")
         seq, summarized_upto = row[0], row[6]
-        authors = list(ROLE_OF_AUTHOR)
         cursor.execute(
             f"SELECT author, text FROM {messages} "  # noqa: S608
             "WHERE conversation_id = %s AND seq > %s AND seq <= %s "
-            f"AND author IN ({', '.join(['%s'] * len(authors))}) AND text <> '' "
+            f"AND author IN ({_AUTHOR_PLACEHOLDERS}) AND text <> '' "
             "ORDER BY seq DESC LIMIT %s",
-            [conversation_id, summarized_upto or 0, seq, *authors, limit],
+            [conversation_id, summarized_upto or 0, seq, *_AUTHORS, limit],
         )
         recent = cursor.fetchall()
     return row, recent
 
 
-def prepare_turn(*, conversation_id: int, message_id: int, snippet_limit: int) -> Turn:
-    """Read the turn and do its lookups (curated answers, retrieval) in one trip."""
+def turn_reads(*, conversation_id: int) -> tuple[SnapshotRead, SnapshotRead]:
+    """What `prepare_turn` reads, as reads of the statement that stores the customer's next
+    message (helpdesk.message_sql): the conversation's languages and summary, and the turns
+    before that message. `turn_rows_of_reads` makes `prepare_turn`'s rows of them."""
+    messages, conversations, visitors, summaries = _tables()
+    conversation = SnapshotRead(
+        "SELECT json_build_array(c.site_id, c.language, v.language, s.text, s.upto_seq) "  # noqa: S608
+        f"FROM {conversations} c JOIN {visitors} v ON v.id = c.visitor_id "
+        f"LEFT JOIN {summaries} s ON s.conversation_id = c.id WHERE c.id = %s",
+        (conversation_id,),
+    )
+    earlier = SnapshotRead(
+        "SELECT json_agg(json_build_array(r.author, r.text) ORDER BY r.seq DESC) FROM ("  # noqa: S608
+        f"SELECT seq, author, text FROM {messages} WHERE conversation_id = %s "
+        f"AND seq > COALESCE((SELECT upto_seq FROM {summaries} WHERE conversation_id = %s), 0) "
+        f"AND author IN ({_AUTHOR_PLACEHOLDERS}) AND text <> '' "
+        "ORDER BY seq DESC LIMIT %s) r",
+        (conversation_id, conversation_id, *_AUTHORS, settings.HELPDESK_HISTORY_TURNS - 1),
+    )
+    return conversation, earlier
+
+
+def turn_rows_of_reads(
+    *, seq: int, text: str, conversation: list, earlier: list | None
+) -> tuple[tuple, list]:
+    """`_turn_rows`' result, from the values of `turn_reads` and the message they preceded."""
+    recent = [(Message.Author.VISITOR, text), *(tuple(turn) for turn in earlier or ())]
+    return (seq, text, *conversation), recent
+
+
+def prepare_turn(
+    *,
+    conversation_id: int,
+    message_id: int,
+    snippet_limit: int,
+    rows: tuple[tuple, list] | None = None,
+) -> Turn:
+    """Read the turn and do its lookups (curated answers, retrieval) in one trip; `rows`
+    when the caller read them already (`turn_reads`)."""
     limit = settings.HELPDESK_HISTORY_TURNS
-    row, recent = _turn_rows(conversation_id=conversation_id, message_id=message_id, limit=limit)
+    if rows is None:
+        rows = _turn_rows(conversation_id=conversation_id, message_id=message_id, limit=limit)
+    row, recent = rows
     (
         _seq,
         text,

@@ -67,6 +67,8 @@ DEFAULT_CONTEXT_WINDOW = 8_192
 TOKENS_PER_MESSAGE = 3  # <|start|>{role}<|message|>...<|end|>
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
+# Texts whose token counts a tokenizer keeps (bounded: a few megabytes at most).
+COUNTS_KEPT = 4096
 
 # The tokenizer of the latest count, e.g. "tiktoken o200k_base" ("" before the first).
 TOKENIZER_NAME: str = ""
@@ -99,10 +101,16 @@ class BPETokenizer(Tokenizer):
         self._enc = encoding
         self.encoding = encoding.name
         self.name = f"{backend} {encoding.name}"
+        # A site's scope and rules, its articles' snippets and a conversation's earlier
+        # turns come back turn after turn: each is encoded once.
+        self._count = functools.lru_cache(maxsize=COUNTS_KEPT)(self._encoded_length)
+
+    def _encoded_length(self, text: str) -> int:
+        # encode_ordinary: customer text containing "<|endoftext|>" is plain text, not an error.
+        return len(self._enc.encode_ordinary(text))
 
     def count(self, text: str) -> int:
-        # encode_ordinary: customer text containing "<|endoftext|>" is plain text, not an error.
-        return len(self._enc.encode_ordinary(text)) if text else 0
+        return self._count(text) if text else 0
 
     def truncate(self, text: str, max_tokens: int) -> str:
         if max_tokens <= 0:

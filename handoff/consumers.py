@@ -9,12 +9,12 @@ import uuid
 from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from handoff import selectors, services
 from handoff.services import HandoffError
 from helpdesk.consumers import conversation_group
+from helpdesk.websocket import WebsocketConsumer
 
 AGENT_GROUPS = ("Agents", "Managers")
 
@@ -62,7 +62,7 @@ def _client_id(frame: dict) -> str | int | None:
     return value[:100] if isinstance(value, str) else value
 
 
-class AgentConsumer(AsyncWebsocketConsumer):
+class AgentConsumer(WebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.scope["headers"]}

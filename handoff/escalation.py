@@ -6,6 +6,7 @@ a moderation flag) or has just failed once too often.
 """
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
@@ -22,7 +23,7 @@ from handoff.policy import (
     evaluate,
     priority_for,
 )
-from helpdesk import prepared
+from helpdesk import message_sql, prepared
 from helpdesk.models import Conversation, Message
 
 logger = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ def _notice(language: str) -> str:
         return gettext("Thanks — we're connecting you to a person. Please stay in this chat.")
 
 
-def _recent_outcomes(conversation_id: int, before_seq: int | None, limit: int) -> tuple[str, ...]:
-    """The outcomes of the bot's latest answers since a person last had the conversation.
+def _outcomes_sql(*, before_seq: bool) -> str:
+    """The bot's latest answers since a person last had the conversation, newest first.
 
     A streak that led to a handoff must not count again once an agent returns the
     conversation to the bot: only answers given after the last handoff closed count.
@@ -47,23 +48,50 @@ def _recent_outcomes(conversation_id: int, before_seq: int | None, limit: int) -
     ops = connection.ops
     messages = ops.quote_name(Message._meta.db_table)
     handoffs = ops.quote_name(Handoff._meta.db_table)
-    sql = (
-        f"SELECT answer_source, text, state FROM {messages} "  # noqa: S608
+    return (
+        f"SELECT seq, answer_source, text, state FROM {messages} "  # noqa: S608
         "WHERE conversation_id = %s AND author = %s AND created_at > COALESCE("
         f"(SELECT MAX(COALESCE(resolved_at, created_at)) FROM {handoffs} "
         "WHERE conversation_id = %s), %s)"
+        + (" AND seq < %s" if before_seq else "")
+        + " ORDER BY seq DESC LIMIT %s"
     )
+
+
+def _outcomes_params(conversation_id: int, before_seq: int | None, limit: int) -> list:
     params = [
         conversation_id,
         Message.Author.BOT,
         conversation_id,
-        ops.adapt_datetimefield_value(_EPOCH),
+        connection.ops.adapt_datetimefield_value(_EPOCH),
     ]
     if before_seq is not None:
-        sql += " AND seq < %s"
         params.append(before_seq)
-    rows = prepared.fetch_all(sql + " ORDER BY seq DESC LIMIT %s", [*params, limit])
-    return tuple(bot_outcome(source, text, state) for source, text, state in reversed(rows))
+    return [*params, limit]
+
+
+def _recent_outcomes(conversation_id: int, before_seq: int | None, limit: int) -> tuple[str, ...]:
+    rows = prepared.fetch_all(
+        _outcomes_sql(before_seq=before_seq is not None),
+        _outcomes_params(conversation_id, before_seq, limit),
+    )
+    return tuple(bot_outcome(source, text, state) for _seq, source, text, state in reversed(rows))
+
+
+def recent_outcomes_read(*, conversation_id: int, site_id: int) -> message_sql.SnapshotRead:
+    """The bot's recent outcomes as a read of the statement that stores the customer's next
+    message (it sees the conversation without that message); decode with
+    `outcomes_of_read`."""
+    limit = PolicyConfig.for_site(site_id).failure_threshold
+    return message_sql.SnapshotRead(
+        "SELECT json_agg(json_build_array(o.answer_source, o.text, o.state) ORDER BY o.seq) "  # noqa: S608
+        f"FROM ({_outcomes_sql(before_seq=False)}) o",
+        tuple(_outcomes_params(conversation_id, None, limit)),
+    )
+
+
+def outcomes_of_read(value: list | None) -> tuple[str, ...]:
+    return tuple(bot_outcome(source, text, state) for source, text, state in value or ())
 
 
 def _escalate(conversation, decision) -> "services.Escalation":
@@ -78,22 +106,32 @@ def _escalate(conversation, decision) -> "services.Escalation":
 
 
 def maybe_escalate(
-    *, message_id: int, conversation_id: int, site_id: int, seq: int, text: str
+    *,
+    message_id: int,
+    conversation_id: int,
+    site_id: int,
+    seq: int,
+    text: str,
+    recent_outcomes: tuple[str, ...] | None = None,
+    before_escalating: "Callable[[], None] | None" = None,
 ) -> "services.Escalation | None":
     """Run the policy on a new customer message, before the bot; escalate when a rule fires.
 
     The caller passes what it has just stored, so the common case (no rule fires) reads only
-    the bot's recent outcomes. A provider that is down is not checked here: the bot still
+    the bot's recent outcomes, or nothing when the caller read them with the message
+    (`recent_outcomes_read`). A provider that is down is not checked here: the bot still
     answers from the knowledge base first, and `escalate_after_bot` then offers the human.
+    `before_escalating` runs once a rule has fired, before anything is stored.
     """
     config = PolicyConfig.for_site(site_id)
-    facts = TurnFacts(
-        text=text,
-        recent_bot_outcomes=_recent_outcomes(conversation_id, seq, config.failure_threshold),
-    )
+    if recent_outcomes is None:
+        recent_outcomes = _recent_outcomes(conversation_id, seq, config.failure_threshold)
+    facts = TurnFacts(text=text, recent_bot_outcomes=recent_outcomes)
     decision = evaluate(facts, config)
     if decision.escalate:
         conversation = Conversation.objects.select_related("visitor").get(pk=conversation_id)
+        if before_escalating is not None:
+            before_escalating()
         return _escalate(conversation, decision)
     if config.sentiment_check and sentiment.wanted(sentiment_llm=config.sentiment_llm):
         from handoff.tasks import check_sentiment_task  # tasks imports this module

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext
@@ -32,11 +31,15 @@ from helpdesk import services
 from helpdesk.languages import supported_language
 from helpdesk.models import Conversation, normalize_origin
 from helpdesk.protocol import ProtocolError, parse_client_frame
+from helpdesk.websocket import OrderedGroupSends, WebsocketConsumer
 
 logger = logging.getLogger(__name__)
 
 # Answers keep running after their socket closes, so the customer finds them on reconnect.
 _running_answers: set[asyncio.Task] = set()
+
+# How long the ORM thread lets the event loop send an ack before it goes on without it.
+_ACK_WAIT_SECONDS = 1.0
 
 # Conversation statuses in which a handoff may be open (queue place or agent to tell about).
 _WITH_A_PERSON = (Conversation.Status.WAITING, Conversation.Status.HUMAN)
@@ -56,19 +59,39 @@ def _store_and_read_turn(
     conversation_id: int | None,
     client_id,
     text: str,
+    on_started: Callable[[], None],
     on_stored: Callable[[services.RecordedMessage], None],
     read_turn: bool,
 ) -> StoredTurn:
     """One trip to the ORM thread for a customer message: store it (then `on_stored`), and
     for the bot's conversations run the escalation policy and read the bot's turn.
+    `on_started` is called first, in this thread.
+
+    What the policy and the turn read from the database comes back with the statement that
+    stores the message, where it can (PostgreSQL, the open conversation the connection
+    follows); else they read it themselves.
 
     `read_turn` is False while an earlier answer of this connection is still being written:
     the next turn must see it, so the answer reads its turn itself once that one is done.
     A failure after the message is stored does not fail the message: the answer reads
     again on its own and reports the failure to the customer.
     """
+    on_started()
+    reads = ()
+    if read_turn and conversation_id is not None:
+        reads = (
+            handoff_escalation.recent_outcomes_read(
+                conversation_id=conversation_id, site_id=site_id
+            ),
+            *engine.turn_reads(conversation_id=conversation_id),
+        )
     recorded = services.record_visitor_message(
-        visitor_id=visitor_id, client_id=client_id, text=text, conversation_id=conversation_id
+        visitor_id=visitor_id,
+        client_id=client_id,
+        text=text,
+        conversation_id=conversation_id,
+        reads=reads,
+        reserve_answer=bool(reads),
     )
     on_stored(recorded)
     if not recorded.created:
@@ -79,20 +102,36 @@ def _store_and_read_turn(
             handoff_services.announce_conversation_started(conversation_id=recorded.conversation_id)
         if not read_turn or recorded.conversation_status != Conversation.Status.BOT:
             return StoredTurn(recorded)
+        read = recorded.reads
         escalation = handoff_escalation.maybe_escalate(
             message_id=message["id"],
             conversation_id=recorded.conversation_id,
             site_id=site_id,
             seq=message["seq"],
             text=message["text"],
+            recent_outcomes=None if read is None else handoff_escalation.outcomes_of_read(read[0]),
+            before_escalating=_releasing(recorded.answer),
         )
         if escalation is not None:
             return StoredTurn(recorded, escalation=escalation)
-        turn = engine.read_turn(conversation_id=recorded.conversation_id, message_id=message["id"])
+        turn = engine.read_turn(
+            conversation_id=recorded.conversation_id,
+            message_id=message["id"],
+            reads=None if read is None else read[1:],
+            message=message,
+        )
         return StoredTurn(recorded, turn=turn)
     except Exception:
         logger.exception("Reading the turn of conversation %s failed", recorded.conversation_id)
         return StoredTurn(recorded)
+
+
+def _releasing(answer: dict | None) -> Callable[[], None] | None:
+    """What drops the bot's reserved answer when a person takes the conversation instead:
+    before the notice is stored, which then takes the answer's place."""
+    if answer is None:
+        return None
+    return lambda: services.release_answer(answer)
 
 
 def conversation_group(conversation_id: int) -> str:
@@ -108,7 +147,7 @@ def origin_allowed(*, origin: str, host: str, site: services.SiteInfo) -> bool:
     return urlsplit(normalized).netloc == host.lower() or normalized in site.allowed_origins
 
 
-class WidgetConsumer(AsyncWebsocketConsumer):
+class WidgetConsumer(WebsocketConsumer):
     site: services.SiteInfo
     visitor_id: int | None = None
     conversation_id: int | None = None
@@ -134,6 +173,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.user_agent = headers.get("user-agent", "")
         self.recent_messages: deque[float] = deque()
         self.answer_lock = asyncio.Lock()
+        self.group_sends = OrderedGroupSends(self.channel_layer)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -190,6 +230,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 visitor_id=session.visitor_id
             )
         await self.follow_conversation(conversation["id"] if conversation else None)
+        self.bot_has_chat = conversation is None or conversation["status"] not in _WITH_A_PERSON
         await self.send_frame(
             {
                 "type": "ready",
@@ -214,27 +255,45 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
         def on_stored(recorded: services.RecordedMessage) -> None:
             # Called in the ORM thread once the message is committed: the ack goes out now,
-            # while the same trip goes on to read what the bot's answer needs.
-            acked.append(
-                asyncio.run_coroutine_threadsafe(
-                    self.acknowledge(frame["id"], recorded, question=frame["text"]), loop
-                )
-            )
+            # then the same trip goes on to read what the bot's answer needs. Waiting for it
+            # lets the event loop take the interpreter at once; else the ack would wait for
+            # the whole trip.
+            sent = asyncio.run_coroutine_threadsafe(self.acknowledge(frame["id"], recorded), loop)
+            acked.append(sent)
+            concurrent.futures.wait([sent], timeout=_ACK_WAIT_SECONDS)
 
-        stored = await database_sync_to_async(_store_and_read_turn)(
-            visitor_id=self.visitor_id,
-            site_id=self.site.id,
-            conversation_id=self.conversation_id,
-            client_id=frame["id"],
-            text=frame["text"],
-            on_stored=on_stored,
-            read_turn=self.answers_pending == 0,
-        )
-        moderation = await asyncio.wrap_future(acked[0])
+        moderations: list[asyncio.Task] = []
+
+        def on_started() -> None:
+            # The provider's moderation runs while the message is stored and the turn read.
+            # Started from the ORM thread once it has the trip in hand: started before, the
+            # request's building in the event loop holds the interpreter and the trip waits.
+            if self.bot_has_chat:
+                loop.call_soon_threadsafe(self._start_moderation, frame["text"], moderations)
+
+        try:
+            stored = await database_sync_to_async(_store_and_read_turn)(
+                visitor_id=self.visitor_id,
+                site_id=self.site.id,
+                conversation_id=self.conversation_id,
+                client_id=frame["id"],
+                text=frame["text"],
+                on_started=on_started,
+                on_stored=on_stored,
+                read_turn=self.answers_pending == 0,
+            )
+            await asyncio.wrap_future(acked[0])
+        except BaseException:
+            for moderation in moderations:
+                moderation.cancel()
+            raise
         recorded = stored.recorded
-        if not recorded.created:
-            return
-        if recorded.conversation_status == Conversation.Status.BOT:
+        bot_answers = recorded.created and recorded.conversation_status == Conversation.Status.BOT
+        moderation = moderations[0] if moderations else None
+        if moderation is not None and not bot_answers:
+            moderation.cancel()
+            moderation = None
+        if bot_answers:
             self.answers_pending += 1
             task = asyncio.create_task(
                 self.answer(
@@ -243,17 +302,21 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                     turn=stored.turn,
                     escalation=stored.escalation,
                     moderation=moderation,
+                    reserved=recorded.answer,
                 )
             )
             _running_answers.add(task)
             task.add_done_callback(_running_answers.discard)
 
-    async def acknowledge(
-        self, client_id, recorded: services.RecordedMessage, *, question: str
-    ) -> "asyncio.Task | None":
+    @staticmethod
+    def _start_moderation(question: str, started: list) -> None:
+        moderation = engine.start_moderation(question)
+        if moderation is not None:
+            started.append(moderation)
+
+    async def acknowledge(self, client_id, recorded: services.RecordedMessage) -> None:
         """Send the ack and the echo to the conversation's other connections (other tabs, an
-        agent); for a new message to the bot, then start the provider's moderation, which
-        runs while the ORM thread reads the turn. Returns the moderation task."""
+        agent)."""
         await self.follow_conversation(recorded.conversation_id)
         stored = recorded.message
         await self.send_frame(
@@ -267,11 +330,9 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             }
         )
         if not recorded.created:
-            return None
+            return
         self.bot_has_chat = recorded.conversation_status == Conversation.Status.BOT
-        moderation = engine.start_moderation(question) if self.bot_has_chat else None
-        await self.publish({"type": "message", "message": stored}, skip_self=True)
-        return moderation
+        self.publish({"type": "message", "message": stored}, skip_self=True)
 
     async def on_resume(self, frame: dict) -> None:
         await self.replay(after=frame["after"])
@@ -406,9 +467,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             {"type": "synced", "conversation": self.conversation_id, "seq": after}
         )
 
-    async def publish(self, frame: dict, *, skip_self: bool = False) -> None:
-        """Send a frame to every connection following the current conversation."""
-        await self.channel_layer.group_send(
+    def publish(self, frame: dict, *, skip_self: bool = False) -> None:
+        """Send a frame to every connection following the current conversation, after what
+        this connection published before (`group_sends`)."""
+        self.group_sends.send(
             conversation_group(self.conversation_id),
             {
                 "type": "conversation.frame",
@@ -425,9 +487,11 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         turn=None,
         escalation: "handoff_services.Escalation | None" = None,
         moderation: "asyncio.Task | None" = None,
+        reserved: dict | None = None,
     ) -> None:
         """The bot's answer to a stored customer message; `turn` and `escalation` as read
-        by `_store_and_read_turn` (neither: read here, after earlier answers finished)."""
+        by `_store_and_read_turn` (neither: read here, after earlier answers finished),
+        `reserved` the answer's row if stored with the message."""
         relay = AnswerRelay(self, conversation_id)
         try:
             async with self.answer_lock:
@@ -438,32 +502,39 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                         site_id=self.site.id,
                         seq=message["seq"],
                         text=message["text"],
+                        before_escalating=_releasing(reserved),
                     )
                 if escalation is not None:
                     if moderation is not None:
                         moderation.cancel()
+                    await self.group_sends.flush()
                     await publish_status_change(self.channel_layer, escalation.status_change)
                     return
-                await self.run_engine(relay, conversation_id, message, turn, moderation)
+                await self.run_engine(relay, conversation_id, message, turn, moderation, reserved)
         finally:
             self.answers_pending -= 1
 
     async def run_engine(
-        self, relay: "AnswerRelay", conversation_id: int, message: dict, turn, moderation
+        self,
+        relay: "AnswerRelay",
+        conversation_id: int,
+        message: dict,
+        turn,
+        moderation,
+        reserved: dict | None,
     ) -> None:
-        # The typing frame goes out while the engine starts; it is awaited before the
-        # first event so it always arrives first.
-        typing = asyncio.create_task(relay({"type": "typing", "author": "bot", "active": True}))
+        await relay({"type": "typing", "author": "bot", "active": True})
         try:
             async for event in engine.reply(
                 conversation_id=conversation_id,
                 message_id=message["id"],
                 turn=turn,
                 moderation=moderation,
+                reserved=reserved,
             ):
-                await typing
                 if isinstance(event, engine.StatusChanged):
                     relay.keep_order_with_the_group()
+                    await self.group_sends.flush()
                     await publish_status_change(self.channel_layer, event.change)
                 else:
                     await relay(_frame_of(event))
@@ -478,13 +549,13 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 }
             )
         finally:
-            await typing
             await relay({"type": "typing", "author": "bot", "active": False})
         escalation = await database_sync_to_async(handoff_escalation.escalate_after_bot)(
             conversation_id=conversation_id,
             provider_down=llm_configured() and breaker.is_open(provider_key()),
         )
         if escalation is not None:
+            await self.group_sends.flush()
             await publish_status_change(self.channel_layer, escalation.status_change)
 
     # Channel-layer events
@@ -502,8 +573,9 @@ class AnswerRelay:
     conversation's group to its other connections (other tabs, agents).
 
     The direct send spares the asking customer a round trip through the channel layer on
-    every delta. Once the answer publishes something through the group only (a status
-    change), the rest goes through the group too, so that socket sees them in order.
+    every delta, and the group's copy is queued (`OrderedGroupSends`), not waited for. Once
+    the answer publishes something through the group only (a status change), the rest goes
+    through the group too, so that socket sees them in order.
     """
 
     def __init__(self, consumer: WidgetConsumer, conversation_id: int) -> None:
@@ -525,7 +597,7 @@ class AnswerRelay:
             except OSError:
                 # The customer left mid-answer; a reconnect finds the rest in the group.
                 consumer.closed = True
-        await consumer.channel_layer.group_send(
+        consumer.group_sends.send(
             conversation_group(self.conversation_id),
             {"type": "conversation.frame", "frame": event, "skip": skip},
         )

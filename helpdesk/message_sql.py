@@ -9,8 +9,13 @@ COMMIT, and it is prepared once per pooled connection (helpdesk.prepared).
 
 The columns come from the model, so a new field of Message is stored like the ORM would
 store it (its default, `auto_now_add` and so on), with no change here.
+
+The statement that stores a customer message can also carry reads (`SnapshotRead`): what
+answering the message needs (the bot's recent outcomes, the recent turns) comes back in the
+same round trip instead of two or three more.
 """
 
+from dataclasses import dataclass
 from functools import cache
 
 from django.db import connection
@@ -40,29 +45,26 @@ def _placeholder(field) -> str:
     return f"CAST(%s AS {db_type})"
 
 
-def _select_list() -> str:
-    values = [_placeholder(field) for field in _stored_fields()]
-    return ", ".join([*values, "taken.last_seq"])
-
-
 def _column_list() -> str:
     quote = connection.ops.quote_name
     return ", ".join([*(quote(field.column) for field in _stored_fields()), quote("seq")])
 
 
-def _taken(condition: str, returning: str) -> str:
-    """The CTE that takes the conversation's next number; its row lock orders the writers."""
+def _taken(condition: str, returning: str, *, numbers: str = "1") -> str:
+    """The CTE that takes the conversation's next number (or `numbers` of them); its row
+    lock orders the writers."""
     conversations = connection.ops.quote_name(Conversation._meta.db_table)
     return (
-        f"taken AS (UPDATE {conversations} SET last_seq = last_seq + 1, updated_at = %s "  # noqa: S608
-        f"WHERE {condition} RETURNING {returning})"
+        f"taken AS (UPDATE {conversations} SET last_seq = last_seq + {numbers}, "  # noqa: S608
+        f"updated_at = %s WHERE {condition} RETURNING {returning})"
     )
 
 
-def _insert() -> str:
+def _insert(seq: str = "taken.last_seq", where: str = "") -> str:
     messages = connection.ops.quote_name(Message._meta.db_table)
+    values = ", ".join([*(_placeholder(field) for field in _stored_fields()), seq])
     return (
-        f"INSERT INTO {messages} ({_column_list()}) SELECT {_select_list()} FROM taken "  # noqa: S608
+        f"INSERT INTO {messages} ({_column_list()}) SELECT {values} FROM taken{where} "  # noqa: S608
         "RETURNING id, seq"
     )
 
@@ -72,22 +74,63 @@ def append_sql() -> str:
     return f"WITH {_taken('id = %s', 'last_seq')} {_insert()}"
 
 
+@dataclass(frozen=True)
+class SnapshotRead:
+    """A scalar subquery run by the statement that stores a customer message.
+
+    It sees the database as it was when the statement began: without the new message, and
+    without what another writer of the conversation stored meanwhile (the statement then
+    reports that its reads may be stale; see `visitor_message_sql`).
+    """
+
+    sql: str
+    params: tuple = ()
+
+
 @cache
-def visitor_message_sql() -> str:
+def visitor_message_sql(reads: tuple[str, ...] = (), *, reserve_answer: bool = False) -> str:
     """Store a customer message into the open conversation the visitor last saw, unless the
-    client id is stored already; one row (id, seq, conversation status) when stored."""
+    client id is stored already; one row (id, seq, conversation status) when stored.
+
+    With `reserve_answer`, a conversation the bot has also gets the bot's answer, empty and
+    streaming, right after the message; the row goes on with that answer's id (else NULL).
+    Given reads (their SQL), it goes on with the conversation's last sequence number as the
+    reads saw it, then each read's value. That number is one below the message's unless
+    another message was stored between the reads' snapshot and the message.
+    """
     conversations = connection.ops.quote_name(Conversation._meta.db_table)
     messages = connection.ops.quote_name(Message._meta.db_table)
     open_and_new = (
         "id = %s AND visitor_id = %s AND status <> %s AND NOT EXISTS (SELECT 1 FROM existing)"
     )
-    return (
-        "WITH existing AS ("  # noqa: S608
-        f"SELECT m.id FROM {messages} m JOIN {conversations} c ON c.id = m.conversation_id "
-        "WHERE c.visitor_id = %s AND m.client_id = %s LIMIT 1), "
-        f"{_taken(open_and_new, 'last_seq, status')}, stored AS ({_insert()}) "
-        "SELECT stored.id, stored.seq, taken.status FROM stored CROSS JOIN taken"
-    )
+    ctes = [
+        f"existing AS (SELECT m.id FROM {messages} m JOIN {conversations} c "  # noqa: S608
+        "ON c.id = m.conversation_id WHERE c.visitor_id = %s AND m.client_id = %s LIMIT 1)"
+    ]
+    columns = ["stored.id", "stored.seq", "taken.status"]
+    if reserve_answer:
+        # Two numbers when the bot has the conversation: the message's and its answer's.
+        ctes.append(
+            _taken(
+                open_and_new,
+                "last_seq, status, status = %s AS bot_answers",
+                numbers="CASE WHEN status = %s THEN 2 ELSE 1 END",
+            )
+        )
+        ctes.append(
+            "stored AS ("
+            + _insert("taken.last_seq - CASE WHEN taken.bot_answers THEN 1 ELSE 0 END")
+            + ")"
+        )
+        ctes.append(f"answer AS ({_insert(where=' WHERE taken.bot_answers')})")
+        columns.append("(SELECT id FROM answer)")
+    else:
+        ctes.append(_taken(open_and_new, "last_seq, status"))
+        ctes.append(f"stored AS ({_insert()})")
+    if reads:
+        columns.append(f"(SELECT last_seq FROM {conversations} WHERE id = %s)")  # noqa: S608
+        columns.extend(f"({sql})" for sql in reads)
+    return f"WITH {', '.join(ctes)} SELECT {', '.join(columns)} FROM stored CROSS JOIN taken"  # noqa: S608
 
 
 def insert_params(message: Message) -> list:
@@ -107,13 +150,39 @@ def append_params(message: Message) -> list:
     ]
 
 
-def visitor_message_params(message: Message, *, visitor_id: int) -> list:
-    return [
-        visitor_id,
-        message.client_id,
-        connection.ops.adapt_datetimefield_value(timezone.now()),
-        message.conversation_id,
-        visitor_id,
-        Conversation.Status.RESOLVED,
-        *insert_params(message),
-    ]
+def visitor_message_params(
+    message: Message,
+    *,
+    visitor_id: int,
+    reads: tuple[SnapshotRead, ...] = (),
+    answer: Message | None = None,
+) -> list:
+    """The parameters of `visitor_message_sql`; `answer` (an unsaved, empty bot message)
+    when it reserves the answer."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    bot = Conversation.Status.BOT
+    params = [visitor_id, message.client_id]
+    if answer is not None:
+        params += [bot, now, message.conversation_id, visitor_id, Conversation.Status.RESOLVED]
+        params += [bot, *insert_params(message), *insert_params(answer)]
+    else:
+        params += [now, message.conversation_id, visitor_id, Conversation.Status.RESOLVED]
+        params += insert_params(message)
+    if reads:
+        params.append(message.conversation_id)
+        for read in reads:
+            params.extend(read.params)
+    return params
+
+
+def release_answer_sql() -> str:
+    """Drop a reserved answer that will not be written, handing its number back when
+    nothing was stored after it (else its number stays unused)."""
+    conversations = connection.ops.quote_name(Conversation._meta.db_table)
+    messages = connection.ops.quote_name(Message._meta.db_table)
+    return (
+        f"WITH released AS (DELETE FROM {messages} WHERE id = %s AND state = %s "  # noqa: S608
+        "RETURNING conversation_id, seq) "
+        f"UPDATE {conversations} c SET last_seq = c.last_seq - 1 FROM released "
+        "WHERE c.id = released.conversation_id AND c.last_seq = released.seq RETURNING c.id"
+    )

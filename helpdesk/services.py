@@ -1,5 +1,6 @@
 """Writes to conversations. Every stored message takes the conversation's next sequence number."""
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
@@ -36,6 +37,12 @@ class RecordedMessage:
     conversation_id: int
     conversation_status: str
     created: bool
+    # The values of the caller's snapshot reads, when the statement that stored the message
+    # ran them and nothing else was stored in the conversation meanwhile; else None.
+    reads: tuple | None = None
+    # The bot's answer, stored empty and streaming right after the message, when the caller
+    # asked for it and the bot has the conversation; fill it in or `release_answer` it.
+    answer: dict | None = None
 
 
 def get_active_site(*, key: str) -> SiteInfo | None:
@@ -136,7 +143,13 @@ def _stored_as(message: Message, pk: int, seq: int) -> Message:
 
 
 def _store_into_open_conversation(
-    *, visitor_id: int, conversation_id: int, client_id: uuid.UUID, text: str
+    *,
+    visitor_id: int,
+    conversation_id: int,
+    client_id: uuid.UUID,
+    text: str,
+    reads: tuple[message_sql.SnapshotRead, ...],
+    reserve_answer: bool,
 ) -> RecordedMessage | None:
     """The common case in one statement: a new message into the open conversation the
     visitor last saw. None when the client id is stored already or the conversation has
@@ -147,32 +160,73 @@ def _store_into_open_conversation(
         text=text,
         client_id=client_id,
     )
+    answer = None
+    if reserve_answer:
+        answer = Message(
+            conversation_id=conversation_id,
+            author=Message.Author.BOT,
+            text="",
+            state=Message.State.STREAMING,
+        )
     try:
         row = prepared.write_one(
-            message_sql.visitor_message_sql(),
-            message_sql.visitor_message_params(message, visitor_id=visitor_id),
+            message_sql.visitor_message_sql(
+                tuple(read.sql for read in reads), reserve_answer=reserve_answer
+            ),
+            message_sql.visitor_message_params(
+                message, visitor_id=visitor_id, reads=reads, answer=answer
+            ),
             savepoint=True,
         )
     except IntegrityError:
         return None  # another tab stored the same client id meanwhile
     if row is None:
         return None
-    pk, seq, status = row
-    return _recorded(_stored_as(message, pk, seq), status, created=True)
+    pk, seq, status = row[:3]
+    recorded = _recorded(_stored_as(message, pk, seq), status, created=True)
+    rest = row[3:]
+    if reserve_answer:
+        answer_id, rest = rest[0], rest[1:]
+        if answer_id is not None:
+            recorded = dataclasses.replace(
+                recorded, answer=_stored_as(answer, answer_id, seq + 1).as_frame()
+            )
+    if reads and rest[0] == seq - 1:
+        recorded = dataclasses.replace(recorded, reads=tuple(rest[1:]))
+    return recorded
+
+
+def release_answer(answer: dict) -> None:
+    """Drop an answer `record_visitor_message` reserved that the bot will not write (a
+    person takes the conversation over first)."""
+    prepared.write_one(message_sql.release_answer_sql(), [answer["id"], Message.State.STREAMING])
 
 
 def record_visitor_message(
-    *, visitor_id: int, client_id: uuid.UUID, text: str, conversation_id: int | None = None
+    *,
+    visitor_id: int,
+    client_id: uuid.UUID,
+    text: str,
+    conversation_id: int | None = None,
+    reads: tuple[message_sql.SnapshotRead, ...] = (),
+    reserve_answer: bool = False,
 ) -> RecordedMessage:
     """Store a customer message once per client id; a resend returns the stored one.
 
     `conversation_id` is the conversation the caller last saw: while it is still open the
     message goes there without locking the visitor (the conversation's row lock orders its
-    writers), which saves two round trips on every message.
+    writers), which saves two round trips on every message. There `reads` run in the same
+    statement (PostgreSQL); their values come back in `RecordedMessage.reads`, and with
+    `reserve_answer` the bot's answer is stored with the message (`RecordedMessage.answer`).
     """
     if conversation_id is not None and message_sql.supported():
         recorded = _store_into_open_conversation(
-            visitor_id=visitor_id, conversation_id=conversation_id, client_id=client_id, text=text
+            visitor_id=visitor_id,
+            conversation_id=conversation_id,
+            client_id=client_id,
+            text=text,
+            reads=reads,
+            reserve_answer=reserve_answer,
         )
         if recorded is not None:
             return recorded

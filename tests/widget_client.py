@@ -6,7 +6,7 @@ import uuid
 
 from channels.testing import WebsocketCommunicator
 
-from helpdesk import consumers
+from helpdesk import consumers, websocket
 from helpdesk.asgi import application
 
 SHOP_ORIGIN = "https://shop.example"
@@ -75,6 +75,6 @@ class WidgetClient:
         await self.communicator.disconnect()
         # Answers outlive their socket by design; a test must not end (and flush the
         # database) while one is still writing.
-        running = list(consumers._running_answers)
+        running = [*consumers._running_answers, *websocket._sending]
         if running:
             await asyncio.wait(running, timeout=10)

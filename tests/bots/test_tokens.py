@@ -175,3 +175,23 @@ def test_context_window_setting_overrides_the_table(settings):
     assert tokens.context_window("some-local-model") == 32_000
     settings.HELPDESK_CONTEXT_WINDOW = 0
     assert tokens.context_window("gpt-4o") == 128_000
+
+
+def test_a_text_counted_again_is_not_encoded_again(monkeypatch):
+    tokenizer = tokens.BPETokenizer(tiktoken.get_encoding("o200k_base"), "tiktoken")
+    encoded = []
+    encode = tokenizer._enc.encode_ordinary
+
+    class Counting:
+        name = tokenizer._enc.name
+
+        def encode_ordinary(self, text):
+            encoded.append(text)
+            return encode(text)
+
+    tokenizer._enc = Counting()
+    scope = "We sell outdoor gear and answer questions about orders and returns."
+    first = tokenizer.count(scope)
+    assert tokenizer.count(scope) == first == len(encode(scope))
+    assert tokenizer.count("Another text") == len(encode("Another text"))
+    assert encoded == [scope, "Another text"]

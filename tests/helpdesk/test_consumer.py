@@ -366,3 +366,66 @@ async def test_a_resolved_conversation_is_followed_by_a_new_one(site):
     assert second["seq"] == 1
     await client.answer()
     await client.close()
+
+
+async def quiet_frames(client, quiet: float = 0.5) -> list[dict]:
+    frames = []
+    while not await client.communicator.receive_nothing(timeout=quiet):
+        frames.append(await client.receive())
+    return frames
+
+
+@database_sync_to_async
+def numbered_messages() -> list[tuple[int, str, str]]:
+    return list(Message.objects.order_by("seq").values_list("seq", "author", "state"))
+
+
+async def test_asking_for_a_person_mid_chat_leaves_no_empty_answer_and_no_gap(site):
+    # On PostgreSQL the bot's answer is stored with the customer's message; when the policy
+    # hands the conversation to a person instead, the notice takes the answer's place.
+    client = await WidgetClient.opened(site.key)
+    await client.say("How long does shipping take?")
+    await client.answer()
+    await quiet_frames(client)  # the answer's bookkeeping is done: the next turn is read at once
+    await client.say("I want to talk to a human")
+    frames = await quiet_frames(client)
+    await client.close()
+
+    notice = next(f["message"] for f in frames if f["type"] == "message")
+    assert notice["seq"] == 4
+    assert await numbered_messages() == [
+        (1, "visitor", "complete"),
+        (2, "bot", "complete"),
+        (3, "visitor", "complete"),
+        (4, "system", "complete"),
+    ]
+
+
+async def test_a_turn_that_cannot_be_read_leaves_no_answer_streaming(site, monkeypatch):
+    from bots import engine
+
+    client = await WidgetClient.opened(site.key)
+    await client.say("How long does shipping take?")
+    await client.answer()
+    await quiet_frames(client)
+
+    def failing(**kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(engine, "read_turn", failing)
+    await client.say("And returns?")
+    frames = await client.receive_until("error")
+    assert frames[-1]["code"] == "bot_unavailable"
+    await quiet_frames(client)
+    monkeypatch.undo()
+    await client.say("Hello?")
+    await client.answer()
+    await client.close()
+
+    assert await numbered_messages() == [
+        (1, "visitor", "complete"),
+        (2, "bot", "complete"),
+        (3, "visitor", "complete"),
+        (4, "visitor", "complete"),
+        (5, "bot", "complete"),
+    ]

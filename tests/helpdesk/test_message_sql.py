@@ -1,15 +1,23 @@
 """Messages stored in one PostgreSQL statement, prepared per connection (helpdesk.message_sql,
 helpdesk.prepared): the same rows as the ORM's transaction would store."""
 
+import threading
+import time
 import uuid
 from decimal import Decimal
 
+import psycopg
 import pytest
+from django.conf import settings
 from django.db import DataError, connection, transaction
 from django.forms.models import model_to_dict
 
+from bots import services as bot_services
+from bots.models import ConversationSummary
+from handoff import escalation
+from handoff.policy import PolicyConfig
 from helpdesk.models import Conversation, Message, Visitor
-from helpdesk.services import append_message, record_visitor_message
+from helpdesk.services import append_message, record_visitor_message, release_answer
 from tests.conftest import ON_POSTGRESQL
 
 pytestmark = [
@@ -103,3 +111,150 @@ def test_the_statements_are_prepared_on_the_connection(conversation):
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [row[0] for row in cursor.fetchall()]
     assert any(statement.startswith("WITH existing AS") for statement in prepared)
+
+
+def store(conversation, text: str, **options):
+    return record_visitor_message(
+        visitor_id=conversation.visitor_id,
+        client_id=uuid.uuid4(),
+        text=text,
+        conversation_id=conversation.pk,
+        **options,
+    )
+
+
+def test_a_reserved_answer_follows_the_message_when_the_bot_has_the_conversation(conversation):
+    recorded = store(conversation, "Do you ship to Norway?", reserve_answer=True)
+    answer = Message.objects.get(pk=recorded.answer["id"])
+    assert (answer.seq, answer.author, answer.text, answer.state) == (
+        recorded.message["seq"] + 1,
+        "bot",
+        "",
+        "streaming",
+    )
+    assert recorded.answer == answer.as_frame()
+    conversation.refresh_from_db()
+    assert conversation.last_seq == answer.seq == 2
+
+
+def test_no_answer_is_reserved_while_a_person_has_the_conversation(conversation):
+    Conversation.objects.filter(pk=conversation.pk).update(status=Conversation.Status.HUMAN)
+    recorded = store(conversation, "Thanks!", reserve_answer=True)
+    assert recorded.answer is None
+    assert list(Message.objects.values_list("seq", "author")) == [(1, "visitor")]
+    conversation.refresh_from_db()
+    assert conversation.last_seq == 1
+
+
+def test_a_released_answer_hands_its_number_to_the_next_message(conversation):
+    recorded = store(conversation, "I want a person", reserve_answer=True)
+    release_answer(recorded.answer)
+    notice = append_message(conversation_id=conversation.pk, author="system", text="Connecting…")
+    assert notice.seq == 2
+    assert list(Message.objects.order_by("seq").values_list("seq", "author")) == [
+        (1, "visitor"),
+        (2, "system"),
+    ]
+
+
+def test_a_released_answer_keeps_its_number_when_a_later_message_took_one(conversation):
+    recorded = store(conversation, "Hello", reserve_answer=True)
+    append_message(conversation_id=conversation.pk, author="agent", text="Hi, I'm Ann")
+    release_answer(recorded.answer)
+    # Handing 2 back would give the next message the agent's number.
+    assert append_message(conversation_id=conversation.pk, author="agent", text="?").seq == 4
+
+
+@pytest.fixture
+def conversation_with_history(conversation):
+    texts = [
+        ("visitor", "Hi", "", "complete"),
+        ("bot", "Hello! How can I help?", "llm", "complete"),
+        ("visitor", "Where is order 5?", "", "complete"),
+        ("bot", "Sorry, I could not find that.", "guard", "complete"),
+        ("system", "Agent Ann joined", "", "complete"),
+        ("visitor", "Still there?", "", "complete"),
+        ("bot", "Half an ans", "llm", "interrupted"),
+    ]
+    for author, text, source, state in texts:
+        append_message(
+            conversation_id=conversation.pk,
+            author=author,
+            text=text,
+            answer_source=source,
+            state=state,
+        )
+    ConversationSummary.objects.create(conversation=conversation, text="They said hi.", upto_seq=2)
+    return conversation
+
+
+def test_the_reads_stored_with_a_message_are_what_reading_after_it_gives(
+    conversation_with_history, site
+):
+    conversation = conversation_with_history
+    reads = (
+        escalation.recent_outcomes_read(conversation_id=conversation.pk, site_id=site.pk),
+        *bot_services.turn_reads(conversation_id=conversation.pk),
+    )
+    recorded = store(conversation, "Hello again", reads=reads, reserve_answer=True)
+    message = recorded.message
+    assert recorded.reads is not None
+    limit = PolicyConfig.for_site(site.pk).failure_threshold
+    assert escalation.outcomes_of_read(recorded.reads[0]) == escalation._recent_outcomes(
+        conversation.pk, message["seq"], limit
+    )
+    conversation_row, earlier = recorded.reads[1:]
+    assert bot_services.turn_rows_of_reads(
+        seq=message["seq"], text=message["text"], conversation=conversation_row, earlier=earlier
+    ) == bot_services._turn_rows(
+        conversation_id=conversation.pk,
+        message_id=message["id"],
+        limit=settings.HELPDESK_HISTORY_TURNS,
+    )
+    # Not a vacuous match: the history after the summary, newest first.
+    assert [
+        text
+        for _author, text in bot_services._turn_rows(
+            conversation_id=conversation.pk, message_id=message["id"], limit=20
+        )[1]
+    ] == [
+        "Hello again",
+        "Half an ans",
+        "Still there?",
+        "Sorry, I could not find that.",
+        "Where is order 5?",
+    ]
+    assert (
+        escalation.outcomes_of_read(recorded.reads[0]) == ("answered", "refused", "error")[-limit:]
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reads_are_dropped_when_another_writer_stored_a_message_meanwhile(conversation):
+    # The reads see the conversation as the statement began; a writer that held the
+    # conversation's lock and stored a message then is not in them.
+    params = connection.get_connection_params()
+    other = psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"})
+    try:
+        other.execute(
+            "UPDATE helpdesk_conversation SET last_seq = last_seq + 1 WHERE id = %s",
+            [conversation.pk],
+        )
+        result = {}
+
+        def store_behind_the_lock():
+            reads = bot_services.turn_reads(conversation_id=conversation.pk)
+            result["recorded"] = store(conversation, "Hello", reads=reads)
+            connection.close()
+
+        writer = threading.Thread(target=store_behind_the_lock)
+        writer.start()
+        time.sleep(0.3)  # the statement now waits for the conversation's lock
+        Message.objects.create(conversation=conversation, seq=1, author="agent", text="Hi")
+        other.commit()
+        writer.join(timeout=10)
+    finally:
+        other.close()
+    recorded = result["recorded"]
+    assert recorded.message["seq"] == 2
+    assert recorded.reads is None

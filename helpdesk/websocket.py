@@ -1,0 +1,66 @@
+"""The base of Helpdesk's websocket consumers."""
+
+import asyncio
+import logging
+
+from channels.consumer import get_handler_name
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+logger = logging.getLogger(__name__)
+
+
+class WebsocketConsumer(AsyncWebsocketConsumer):
+    """Channels' async websocket consumer, without its trip to the database thread before
+    every event.
+
+    Channels closes stale database connections, in the database thread, before it hands
+    each event to its handler. Every database call of these consumers goes through
+    `database_sync_to_async`, which does the same before and after the call, so the extra
+    trip only queued up in the one database thread ahead of real work: one for each frame a
+    customer sends and one for each frame published to a conversation, every delta of every
+    answer included.
+    """
+
+    async def dispatch(self, message: dict) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+
+class OrderedGroupSends:
+    """Group sends that leave in the order they were asked for, without their caller
+    waiting for the channel layer.
+
+    A customer's own socket gets its frames directly; the copies for the conversation's
+    other connections (other tabs, agents) go through the channel layer, a round trip to
+    Redis each. Queued here, they no longer stand between the customer's message and the
+    bot's first token, nor between one delta and the next.
+    """
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.last: asyncio.Task | None = None
+
+    def send(self, group: str, event: dict) -> None:
+        task = asyncio.create_task(self._send_after(self.last, group, event))
+        _sending.add(task)
+        task.add_done_callback(_sending.discard)
+        self.last = task
+
+    async def flush(self) -> None:
+        """Wait until everything asked for so far is sent."""
+        if self.last is not None:
+            await asyncio.wait([self.last])
+
+    async def _send_after(self, previous: "asyncio.Task | None", group: str, event: dict) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self.layer.group_send(group, event)
+        except Exception:
+            logger.exception("Sending to %s failed", group)
+
+
+# Sends in flight, kept from the garbage collector until they are done.
+_sending: set[asyncio.Task] = set()

@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 # Answers keep running after their socket closes, so the customer finds them on reconnect.
 _running_answers: set[asyncio.Task] = set()
 
-# How long the ORM thread lets the event loop send an ack before it goes on without it.
+# How long after its message is committed an ack waits at most for the rest of the trip.
+_ACK_LATEST_SECONDS = 0.005
+# How long the ORM thread waits for the event loop to send an ack it needs out first.
 _ACK_WAIT_SECONDS = 1.0
 
 # Conversation statuses in which a handoff may be open (queue place or agent to tell about).
@@ -61,11 +63,13 @@ def _store_and_read_turn(
     text: str,
     on_started: Callable[[], None],
     on_stored: Callable[[services.RecordedMessage], None],
+    acknowledge_now: Callable[[services.RecordedMessage], None],
     read_turn: bool,
 ) -> StoredTurn:
     """One trip to the ORM thread for a customer message: store it (then `on_stored`), and
     for the bot's conversations run the escalation policy and read the bot's turn.
-    `on_started` is called first, in this thread.
+    `on_started` is called first, in this thread; `acknowledge_now` sends the ack and waits
+    for it, before the trip sends the conversation anything (an escalation's status).
 
     What the policy and the turn read from the database comes back with the statement that
     stores the message, where it can (PostgreSQL, the open conversation the connection
@@ -110,7 +114,7 @@ def _store_and_read_turn(
             seq=message["seq"],
             text=message["text"],
             recent_outcomes=None if read is None else handoff_escalation.outcomes_of_read(read[0]),
-            before_escalating=_releasing(recorded.answer),
+            before_escalating=_before_escalating(recorded, acknowledge_now),
         )
         if escalation is not None:
             return StoredTurn(recorded, escalation=escalation)
@@ -132,6 +136,19 @@ def _releasing(answer: dict | None) -> Callable[[], None] | None:
     if answer is None:
         return None
     return lambda: services.release_answer(answer)
+
+
+def _before_escalating(
+    recorded: services.RecordedMessage,
+    acknowledge_now: Callable[[services.RecordedMessage], None],
+) -> Callable[[], None]:
+    def prepare() -> None:
+        # The customer gets the ack before the status and the notice of the escalation.
+        acknowledge_now(recorded)
+        if recorded.answer is not None:
+            services.release_answer(recorded.answer)
+
+    return prepare
 
 
 def conversation_group(conversation_id: int) -> str:
@@ -251,16 +268,33 @@ class WidgetConsumer(WebsocketConsumer):
     async def on_message(self, frame: dict) -> None:
         self.check_rate(frame["id"])
         loop = asyncio.get_running_loop()
-        acked: list[concurrent.futures.Future] = []
+        acks: list[asyncio.Task] = []
+
+        def acknowledge(recorded: services.RecordedMessage) -> asyncio.Task:
+            if not acks:
+                acks.append(asyncio.create_task(self.acknowledge(frame["id"], recorded)))
+            return acks[0]
+
+        async def acknowledged(recorded: services.RecordedMessage) -> None:
+            await acknowledge(recorded)
+
+        def acknowledge_now(recorded: services.RecordedMessage) -> None:
+            sent = asyncio.run_coroutine_threadsafe(acknowledged(recorded), loop)
+            concurrent.futures.wait([sent], timeout=_ACK_WAIT_SECONDS)
 
         def on_stored(recorded: services.RecordedMessage) -> None:
-            # Called in the ORM thread once the message is committed: the ack goes out now,
-            # then the same trip goes on to read what the bot's answer needs. Waiting for it
-            # lets the event loop take the interpreter at once; else the ack would wait for
-            # the whole trip.
-            sent = asyncio.run_coroutine_threadsafe(self.acknowledge(frame["id"], recorded), loop)
-            acked.append(sent)
-            concurrent.futures.wait([sent], timeout=_ACK_WAIT_SECONDS)
+            # Called in the ORM thread once the message is committed. The ack goes out when
+            # the trip ends, which is sooner than sending it from here: the event loop would
+            # wait for the interpreter while this thread goes on. Should the rest of the trip
+            # be slow (a cache rebuilt), the ack goes out after a short while regardless.
+            # A new conversation is followed (with the ack) at once, so that this connection
+            # gets what the rest of the trip sends it.
+            if recorded.conversation_id != self.conversation_id:
+                acknowledge_now(recorded)
+            else:
+                loop.call_soon_threadsafe(
+                    loop.call_later, _ACK_LATEST_SECONDS, acknowledge, recorded
+                )
 
         moderations: list[asyncio.Task] = []
 
@@ -280,9 +314,10 @@ class WidgetConsumer(WebsocketConsumer):
                 text=frame["text"],
                 on_started=on_started,
                 on_stored=on_stored,
+                acknowledge_now=acknowledge_now,
                 read_turn=self.answers_pending == 0,
             )
-            await asyncio.wrap_future(acked[0])
+            await acknowledge(stored.recorded)
         except BaseException:
             for moderation in moderations:
                 moderation.cancel()

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 import uuid
 
 import pytest
@@ -387,9 +388,13 @@ async def test_asking_for_a_person_mid_chat_leaves_no_empty_answer_and_no_gap(si
     await client.say("How long does shipping take?")
     await client.answer()
     await quiet_frames(client)  # the answer's bookkeeping is done: the next turn is read at once
-    await client.say("I want to talk to a human")
+    await client.send({"type": "message", "id": str(uuid.uuid4()), "text": "I want a human"})
     frames = await quiet_frames(client)
     await client.close()
+
+    # The customer hears the message is stored before what the escalation says.
+    types = [f["type"] for f in frames]
+    assert types.index("ack") < types.index("status")
 
     notice = next(f["message"] for f in frames if f["type"] == "message")
     assert notice["seq"] == 4
@@ -429,3 +434,26 @@ async def test_a_turn_that_cannot_be_read_leaves_no_answer_streaming(site, monke
         (4, "visitor", "complete"),
         (5, "bot", "complete"),
     ]
+
+
+async def test_the_ack_does_not_wait_for_a_slow_turn_read(site, monkeypatch):
+    # The turn read (a cache rebuilt, say) goes on only once the customer has the ack.
+    from bots import engine
+
+    acked = threading.Event()
+    waited = []
+    read_turn = engine.read_turn
+
+    def slow_read_turn(**kwargs):
+        waited.append(acked.wait(timeout=2))
+        return read_turn(**kwargs)
+
+    monkeypatch.setattr(engine, "read_turn", slow_read_turn)
+    client = await WidgetClient.opened(site.key)
+    ack = await client.say("How long does shipping take?")
+    acked.set()
+    assert ack["type"] == "ack"
+    _deltas, done = await client.answer()
+    assert done["state"] == "complete"
+    await client.close()
+    assert waited == [True]

@@ -1,5 +1,6 @@
 """Database work of a bot turn, called from the async engine through database_sync_to_async."""
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -214,20 +215,30 @@ def turn_reads(*, conversation_id: int) -> tuple[SnapshotRead, SnapshotRead]:
     """What `prepare_turn` reads, as reads of the statement that stores the customer's next
     message (helpdesk.message_sql): the conversation's languages and summary, and the turns
     before that message. `turn_rows_of_reads` makes `prepare_turn`'s rows of them."""
+    conversation_sql, earlier_sql = _turn_reads_sql()
+    return (
+        SnapshotRead(conversation_sql, (conversation_id,)),
+        SnapshotRead(
+            earlier_sql,
+            (conversation_id, conversation_id, *_AUTHORS, settings.HELPDESK_HISTORY_TURNS - 1),
+        ),
+    )
+
+
+@functools.cache
+def _turn_reads_sql() -> tuple[str, str]:
     messages, conversations, visitors, summaries = _tables()
-    conversation = SnapshotRead(
+    conversation = (
         "SELECT json_build_array(c.site_id, c.language, v.language, s.text, s.upto_seq) "  # noqa: S608
         f"FROM {conversations} c JOIN {visitors} v ON v.id = c.visitor_id "
-        f"LEFT JOIN {summaries} s ON s.conversation_id = c.id WHERE c.id = %s",
-        (conversation_id,),
+        f"LEFT JOIN {summaries} s ON s.conversation_id = c.id WHERE c.id = %s"
     )
-    earlier = SnapshotRead(
+    earlier = (
         "SELECT json_agg(json_build_array(r.author, r.text) ORDER BY r.seq DESC) FROM ("  # noqa: S608
         f"SELECT seq, author, text FROM {messages} WHERE conversation_id = %s "
         f"AND seq > COALESCE((SELECT upto_seq FROM {summaries} WHERE conversation_id = %s), 0) "
         f"AND author IN ({_AUTHOR_PLACEHOLDERS}) AND text <> '' "
-        "ORDER BY seq DESC LIMIT %s) r",
-        (conversation_id, conversation_id, *_AUTHORS, settings.HELPDESK_HISTORY_TURNS - 1),
+        "ORDER BY seq DESC LIMIT %s) r"
     )
     return conversation, earlier
 

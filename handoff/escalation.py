@@ -5,6 +5,7 @@ conversation, and `escalate_after_bot` when the bot itself asked for a person (a
 a moderation flag) or has just failed once too often.
 """
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ def _notice(language: str) -> str:
         return gettext("Thanks — we're connecting you to a person. Please stay in this chat.")
 
 
+@functools.cache
 def _outcomes_sql(*, before_seq: bool) -> str:
     """The bot's latest answers since a person last had the conversation, newest first.
 
@@ -84,9 +86,15 @@ def recent_outcomes_read(*, conversation_id: int, site_id: int) -> message_sql.S
     `outcomes_of_read`."""
     limit = PolicyConfig.for_site(site_id).failure_threshold
     return message_sql.SnapshotRead(
+        _outcomes_read_sql(), tuple(_outcomes_params(conversation_id, None, limit))
+    )
+
+
+@functools.cache
+def _outcomes_read_sql() -> str:
+    return (
         "SELECT json_agg(json_build_array(o.answer_source, o.text, o.state) ORDER BY o.seq) "  # noqa: S608
-        f"FROM ({_outcomes_sql(before_seq=False)}) o",
-        tuple(_outcomes_params(conversation_id, None, limit)),
+        f"FROM ({_outcomes_sql(before_seq=False)}) o"
     )
 
 

@@ -114,7 +114,9 @@ def _store_and_read_turn(
             seq=message["seq"],
             text=message["text"],
             recent_outcomes=None if read is None else handoff_escalation.outcomes_of_read(read[0]),
-            before_escalating=_before_escalating(recorded, acknowledge_now),
+            before_escalating=_before_escalating(
+                recorded.answer, lambda: acknowledge_now(recorded)
+            ),
         )
         if escalation is not None:
             return StoredTurn(recorded, escalation=escalation)
@@ -130,23 +132,18 @@ def _store_and_read_turn(
         return StoredTurn(recorded)
 
 
-def _releasing(answer: dict | None) -> Callable[[], None] | None:
-    """What drops the bot's reserved answer when a person takes the conversation instead:
-    before the notice is stored, which then takes the answer's place."""
-    if answer is None:
-        return None
-    return lambda: services.release_answer(answer)
-
-
 def _before_escalating(
-    recorded: services.RecordedMessage,
-    acknowledge_now: Callable[[services.RecordedMessage], None],
+    answer: dict | None, acknowledge: Callable[[], None] | None = None
 ) -> Callable[[], None]:
+    """What runs once the policy hands the conversation to a person, before the notice is
+    stored: the customer's ack (so it comes before the status and the notice), then the
+    bot's reserved answer dropped (the notice takes its number)."""
+
     def prepare() -> None:
-        # The customer gets the ack before the status and the notice of the escalation.
-        acknowledge_now(recorded)
-        if recorded.answer is not None:
-            services.release_answer(recorded.answer)
+        if acknowledge is not None:
+            acknowledge()
+        if answer is not None:
+            services.release_answer(answer)
 
     return prepare
 
@@ -514,6 +511,25 @@ class WidgetConsumer(WebsocketConsumer):
             },
         )
 
+    async def publish_status_change(self, change: services.StatusChange) -> None:
+        """Tell every connection of the conversation that it changed state, and why: after
+        what this connection published before, and sent when this returns."""
+        if not change.changed:
+            return
+        frames = [{"type": "status", "status": change.status}]
+        if change.notice is not None:
+            frames.append({"type": "message", "message": change.notice})
+        for frame in frames:
+            self.group_sends.send(
+                conversation_group(change.conversation_id),
+                {
+                    "type": "conversation.frame",
+                    "frame": {"conversation": change.conversation_id, **frame},
+                    "skip": None,
+                },
+            )
+        await self.group_sends.flush()
+
     async def answer(
         self,
         conversation_id: int,
@@ -537,13 +553,12 @@ class WidgetConsumer(WebsocketConsumer):
                         site_id=self.site.id,
                         seq=message["seq"],
                         text=message["text"],
-                        before_escalating=_releasing(reserved),
+                        before_escalating=_before_escalating(reserved),
                     )
                 if escalation is not None:
                     if moderation is not None:
                         moderation.cancel()
-                    await self.group_sends.flush()
-                    await publish_status_change(self.channel_layer, escalation.status_change)
+                    await self.publish_status_change(escalation.status_change)
                     return
                 await self.run_engine(relay, conversation_id, message, turn, moderation, reserved)
         finally:
@@ -569,8 +584,7 @@ class WidgetConsumer(WebsocketConsumer):
             ):
                 if isinstance(event, engine.StatusChanged):
                     relay.keep_order_with_the_group()
-                    await self.group_sends.flush()
-                    await publish_status_change(self.channel_layer, event.change)
+                    await self.publish_status_change(event.change)
                 else:
                     await relay(_frame_of(event))
         except Exception:
@@ -590,8 +604,7 @@ class WidgetConsumer(WebsocketConsumer):
             provider_down=llm_configured() and breaker.is_open(provider_key()),
         )
         if escalation is not None:
-            await self.group_sends.flush()
-            await publish_status_change(self.channel_layer, escalation.status_change)
+            await self.publish_status_change(escalation.status_change)
 
     # Channel-layer events
 
@@ -635,25 +648,6 @@ class AnswerRelay:
         consumer.group_sends.send(
             conversation_group(self.conversation_id),
             {"type": "conversation.frame", "frame": event, "skip": skip},
-        )
-
-
-async def publish_status_change(layer, change: services.StatusChange) -> None:
-    """Tell every connection of the conversation that it changed state, and why."""
-    if not change.changed:
-        return
-    group = conversation_group(change.conversation_id)
-    frames = [{"type": "status", "status": change.status}]
-    if change.notice is not None:
-        frames.append({"type": "message", "message": change.notice})
-    for frame in frames:
-        await layer.group_send(
-            group,
-            {
-                "type": "conversation.frame",
-                "frame": {"conversation": change.conversation_id, **frame},
-                "skip": None,
-            },
         )
 
 

@@ -100,6 +100,11 @@ class CuratedIndex:
             for gram, count in vector.items():
                 self.postings.setdefault(gram, []).append((position, count))
 
+    def match(self, question: str, threshold: float) -> CuratedMatch | None:
+        """The closest curated answer, if it scores at least `threshold`."""
+        best = self.best(question)
+        return best if best is not None and best.score >= threshold else None
+
     def best(self, question: str) -> CuratedMatch | None:
         vector = char_ngrams(normalize_question(question))
         norm = _norm(vector)
@@ -129,6 +134,13 @@ def _active(site_id: int):
     return CuratedAnswer.objects.filter(site_id=site_id, is_active=True)
 
 
+def cached_index(site_id: int, version: tuple) -> CuratedIndex | None:
+    """The site's index if this process has built it for `version`; else None (no query)."""
+    with _cache_lock:
+        cached = _cache.get(site_id)
+    return cached[1] if cached is not None and cached[0] == version else None
+
+
 def index_for_site(site_id: int, version: tuple | None = None) -> CuratedIndex:
     """The site's index, rebuilt when one of its active curated answers is added or changed.
 
@@ -139,10 +151,9 @@ def index_for_site(site_id: int, version: tuple | None = None) -> CuratedIndex:
     if version is None:
         stats = _active(site_id).aggregate(count=Count("id"), newest=Max("updated_at"))
         version = (stats["count"], stats["newest"])
-    with _cache_lock:
-        cached = _cache.get(site_id)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+    cached = cached_index(site_id, version)
+    if cached is not None:
+        return cached
     active = _active(site_id)
     index = CuratedIndex(list(active.order_by("pk").values_list("id", "question", "answer")))
     with _cache_lock:
@@ -157,10 +168,7 @@ def find_curated_answer(
 
     `version` is (count, newest updated_at) of the active curated answers, when known.
     """
-    match = index_for_site(site_id, version).best(question)
-    if match is None or match.score < threshold:
-        return None
-    return match
+    return index_for_site(site_id, version).match(question, threshold)
 
 
 def record_curated_hit(curated_id: int) -> None:

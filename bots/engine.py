@@ -228,12 +228,14 @@ def read_turn(
     message_id: int,
     reads: tuple | None = None,
     message: dict | None = None,
+    lookups: services.Lookups | None = None,
 ) -> services.Turn:
     """What answering the message needs from the database; sync, for the ORM thread.
 
     The consumer reads it in the same trip that stores the message, then passes it to
     `reply(turn=...)`. `reads` are the values of `turn_reads` stored with `message`: then
-    only the lookups (curated answers, retrieval) are left to do.
+    only the lookups (curated answers, retrieval) are left to do, unless `lookups_ahead`
+    made them already.
     """
     rows = None
     if reads is not None:
@@ -246,6 +248,16 @@ def read_turn(
         message_id=message_id,
         snippet_limit=SNIPPETS_PER_PROMPT,
         rows=rows,
+        lookups=lookups,
+    )
+
+
+def lookups_ahead(*, site_id: int, question: str) -> services.Lookups | None:
+    """A turn's lookups from the question alone, made with no query while the message is
+    being stored (None when the site's settings or indexes are not cached); pass them to
+    `read_turn(lookups=...)`."""
+    return services.cached_lookups(
+        site_id=site_id, question=question, snippet_limit=SNIPPETS_PER_PROMPT
     )
 
 

@@ -151,6 +151,13 @@ def _published(site_id: int):
     return Article.objects.published().filter(site_id=site_id)
 
 
+def cached_index(site_id: int, version: tuple) -> KnowledgeIndex | None:
+    """The site's index if this process has built it for `version`; else None (no query)."""
+    with _cache_lock:
+        cached = _cache.get(site_id)
+    return cached[1] if cached is not None and cached[0] == version else None
+
+
 def index_for_site(site_id: int, version: tuple | None = None) -> KnowledgeIndex:
     """The site's index, rebuilt when any of its published articles changed.
 
@@ -160,10 +167,9 @@ def index_for_site(site_id: int, version: tuple | None = None) -> KnowledgeIndex
     if version is None:
         stats = _published(site_id).aggregate(count=Count("id"), newest=Max("updated_at"))
         version = (stats["count"], stats["newest"])
-    with _cache_lock:
-        cached = _cache.get(site_id)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+    cached = cached_index(site_id, version)
+    if cached is not None:
+        return cached
     published = _published(site_id)
     index = KnowledgeIndex(published.values_list("id", "title", "body", "language", "tags"))
     with _cache_lock:

@@ -11,11 +11,11 @@ from django.db import connection, transaction
 from django.db.models import Count, F, OuterRef, Subquery, Sum
 from django.utils import timezone
 
-from bots import site_cache
-from bots.curated import CuratedMatch, find_curated_answer
+from bots import curated, retrieval, site_cache
+from bots.curated import CuratedMatch
 from bots.models import Article, BotConfig, ConversationSummary, CuratedAnswer, LLMCall
 from bots.pii import Redaction, redact
-from bots.retrieval import Snippet, search_articles
+from bots.retrieval import Snippet
 from helpdesk.message_sql import SnapshotRead
 from helpdesk.models import Conversation, Message, Site, Visitor
 from helpdesk.prepared import prepared_cursor
@@ -251,15 +251,68 @@ def turn_rows_of_reads(
     return (seq, text, *conversation), recent
 
 
+@dataclass(frozen=True)
+class Lookups:
+    """What a turn finds from its question and its site's settings alone: the question
+    redacted, the knowledge snippets and the curated answer it matches."""
+
+    site: SiteBundle
+    question: str
+    redacted: Redaction
+    snippets: tuple[Snippet, ...]
+    curated: CuratedMatch | None
+
+
+def _articles_version(site: SiteBundle) -> tuple:
+    return (site.state["articles_count"] or 0, site.state["articles_newest"])
+
+
+def _curated_version(site: SiteBundle) -> tuple:
+    return (site.state["curated_count"] or 0, site.state["curated_newest"])
+
+
+def _look_up(
+    site: SiteBundle,
+    question: str,
+    snippet_limit: int,
+    articles: retrieval.KnowledgeIndex,
+    answers: curated.CuratedIndex,
+) -> Lookups:
+    redacted = redact(question)
+    return Lookups(
+        site=site,
+        question=question,
+        redacted=redacted,
+        snippets=tuple(articles.search(redacted.text, limit=snippet_limit)),
+        curated=answers.match(question, site.bot.curated_threshold),
+    )
+
+
+def cached_lookups(*, site_id: int, question: str, snippet_limit: int) -> Lookups | None:
+    """The lookups of a turn asking `question`, if this process holds the site's settings
+    and indexes in its caches; else None. Runs no query, so it can run while the message
+    is being stored; `prepare_turn(lookups=...)` takes them."""
+    site = site_cache.peek(site_id)
+    if not isinstance(site, SiteBundle):
+        return None
+    articles = retrieval.cached_index(site_id, _articles_version(site))
+    answers = curated.cached_index(site_id, _curated_version(site))
+    if articles is None or answers is None:
+        return None
+    return _look_up(site, question, snippet_limit, articles, answers)
+
+
 def prepare_turn(
     *,
     conversation_id: int,
     message_id: int,
     snippet_limit: int,
     rows: tuple[tuple, list] | None = None,
+    lookups: Lookups | None = None,
 ) -> Turn:
     """Read the turn and do its lookups (curated answers, retrieval) in one trip; `rows`
-    when the caller read them already (`turn_reads`)."""
+    when the caller read them already (`turn_reads`), `lookups` when it made them already
+    (`cached_lookups`; made again if the site's settings have changed since)."""
     limit = settings.HELPDESK_HISTORY_TURNS
     if rows is None:
         rows = _turn_rows(conversation_id=conversation_id, message_id=message_id, limit=limit)
@@ -287,7 +340,14 @@ def prepare_turn(
     if bot.languages and language not in bot.languages:
         # The site answers only in its listed languages; the first is its fallback.
         language = bot.languages[0]
-    redacted = redact(text)
+    if lookups is None or lookups.site is not site or lookups.question != text:
+        lookups = _look_up(
+            site,
+            text,
+            snippet_limit,
+            retrieval.index_for_site(site_id, _articles_version(site)),
+            curated.index_for_site(site_id, _curated_version(site)),
+        )
     raw_version = f"{state}|{site.config_updated_at}|{site.scope}"
     return Turn(
         site_id=site_id,
@@ -295,7 +355,7 @@ def prepare_turn(
         conversation_id=conversation_id,
         message_id=message_id,
         question=text,
-        redacted=redacted,
+        redacted=lookups.redacted,
         language=language,
         scope=site.scope,
         bot=bot,
@@ -306,20 +366,8 @@ def prepare_turn(
         tokens_this_month=(
             tokens_used_this_month(site_id) if bot.monthly_token_budget is not None else 0
         ),
-        snippets=tuple(
-            search_articles(
-                site_id=site_id,
-                query=redacted.text,
-                limit=snippet_limit,
-                version=(state["articles_count"] or 0, state["articles_newest"]),
-            )
-        ),
-        curated=find_curated_answer(
-            site_id=site_id,
-            question=text,
-            threshold=bot.curated_threshold,
-            version=(state["curated_count"] or 0, state["curated_newest"]),
-        ),
+        snippets=lookups.snippets,
+        curated=lookups.curated,
     )
 
 

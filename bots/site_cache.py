@@ -45,13 +45,26 @@ def get(site_id: int, load: Callable[[int], T], *, kind: str = "bot") -> T:
     if ttl <= 0:
         return load(site_id)
     now = monotonic()
-    entry = _entries.get((kind, site_id))
-    if entry is not None and entry[0] > now:
+    entry = _fresh_entry(kind, site_id, now)
+    if entry is not None:
         return entry[1]  # type: ignore[return-value]
     value = load(site_id)
     with _lock:
         _entries[(kind, site_id)] = (now + ttl, value)
     return value
+
+
+def peek(site_id: int, *, kind: str = "bot") -> object | None:
+    """What `get` would return from the cache, without loading: None if not cached."""
+    if ttl_seconds() <= 0:
+        return None
+    entry = _fresh_entry(kind, site_id, monotonic())
+    return None if entry is None else entry[1]
+
+
+def _fresh_entry(kind: str, site_id: int, now: float) -> tuple[float, object] | None:
+    entry = _entries.get((kind, site_id))
+    return entry if entry is not None and entry[0] > now else None
 
 
 def invalidate(site_id: int | None = None) -> None:

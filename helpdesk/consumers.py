@@ -61,27 +61,27 @@ def _store_and_read_turn(
     conversation_id: int | None,
     client_id,
     text: str,
-    on_started: Callable[[], None],
     on_stored: Callable[[services.RecordedMessage], None],
     acknowledge_now: Callable[[services.RecordedMessage], None],
     read_turn: bool,
 ) -> StoredTurn:
     """One trip to the ORM thread for a customer message: store it (then `on_stored`), and
     for the bot's conversations run the escalation policy and read the bot's turn.
-    `on_started` is called first, in this thread; `acknowledge_now` sends the ack and waits
-    for it, before the trip sends the conversation anything (an escalation's status).
+    `acknowledge_now` sends the ack and waits for it, before the trip sends the
+    conversation anything (an escalation's status).
 
     What the policy and the turn read from the database comes back with the statement that
     stores the message, where it can (PostgreSQL, the open conversation the connection
-    follows); else they read it themselves.
+    follows); else they read it themselves. While PostgreSQL runs that statement, this
+    thread makes the turn's lookups from the question (retrieval, curated answers).
 
     `read_turn` is False while an earlier answer of this connection is still being written:
     the next turn must see it, so the answer reads its turn itself once that one is done.
     A failure after the message is stored does not fail the message: the answer reads
     again on its own and reports the failure to the customer.
     """
-    on_started()
     reads = ()
+    lookups = []
     if read_turn and conversation_id is not None:
         reads = (
             handoff_escalation.recent_outcomes_read(
@@ -89,6 +89,14 @@ def _store_and_read_turn(
             ),
             *engine.turn_reads(conversation_id=conversation_id),
         )
+
+    def look_up_while_storing() -> None:
+        try:
+            lookups.append(engine.lookups_ahead(site_id=site_id, question=text))
+        except Exception:
+            # Only time is lost: the turn read makes the lookups again.
+            logger.exception("Looking up the question of conversation %s failed", conversation_id)
+
     recorded = services.record_visitor_message(
         visitor_id=visitor_id,
         client_id=client_id,
@@ -96,6 +104,7 @@ def _store_and_read_turn(
         conversation_id=conversation_id,
         reads=reads,
         reserve_answer=bool(reads),
+        while_storing=look_up_while_storing if reads else None,
     )
     on_stored(recorded)
     if not recorded.created:
@@ -125,11 +134,15 @@ def _store_and_read_turn(
             message_id=message["id"],
             reads=None if read is None else read[1:],
             message=message,
+            lookups=lookups[0] if lookups else None,
         )
         return StoredTurn(recorded, turn=turn)
     except Exception:
         logger.exception("Reading the turn of conversation %s failed", recorded.conversation_id)
         return StoredTurn(recorded)
+
+
+_store_and_read_turn_in_thread = database_sync_to_async(_store_and_read_turn)
 
 
 def _before_escalating(
@@ -293,35 +306,35 @@ class WidgetConsumer(WebsocketConsumer):
                     loop.call_later, _ACK_LATEST_SECONDS, acknowledge, recorded
                 )
 
-        moderations: list[asyncio.Task] = []
-
-        def on_started() -> None:
-            # The provider's moderation runs while the message is stored and the turn read.
-            # Started from the ORM thread once it has the trip in hand: started before, the
-            # request's building in the event loop holds the interpreter and the trip waits.
-            if self.bot_has_chat:
-                loop.call_soon_threadsafe(self._start_moderation, frame["text"], moderations)
-
-        try:
-            stored = await database_sync_to_async(_store_and_read_turn)(
+        trip = asyncio.ensure_future(
+            _store_and_read_turn_in_thread(
                 visitor_id=self.visitor_id,
                 site_id=self.site.id,
                 conversation_id=self.conversation_id,
                 client_id=frame["id"],
                 text=frame["text"],
-                on_started=on_started,
                 on_stored=on_stored,
                 acknowledge_now=acknowledge_now,
                 read_turn=self.answers_pending == 0,
             )
+        )
+        moderation = None
+        try:
+            if self.bot_has_chat:
+                # The provider's moderation runs while the message is stored and the turn
+                # read; started once the trip has reached the ORM thread, because building
+                # its request holds the interpreter and the trip would wait for it.
+                await asyncio.sleep(0)
+                moderation = engine.start_moderation(frame["text"])
+            stored = await trip
             await acknowledge(stored.recorded)
         except BaseException:
-            for moderation in moderations:
+            trip.cancel()
+            if moderation is not None:
                 moderation.cancel()
             raise
         recorded = stored.recorded
         bot_answers = recorded.created and recorded.conversation_status == Conversation.Status.BOT
-        moderation = moderations[0] if moderations else None
         if moderation is not None and not bot_answers:
             moderation.cancel()
             moderation = None
@@ -339,12 +352,6 @@ class WidgetConsumer(WebsocketConsumer):
             )
             _running_answers.add(task)
             task.add_done_callback(_running_answers.discard)
-
-    @staticmethod
-    def _start_moderation(question: str, started: list) -> None:
-        moderation = engine.start_moderation(question)
-        if moderation is not None:
-            started.append(moderation)
 
     async def acknowledge(self, client_id, recorded: services.RecordedMessage) -> None:
         """Send the ack and the echo to the conversation's other connections (other tabs, an

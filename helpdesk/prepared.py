@@ -11,20 +11,42 @@ The cursor is still Django's wrapper: errors become `django.db` errors, broken
 transactions are refused, and execute wrappers apply. While Django logs queries (DEBUG, or
 a test capturing them) the statements run unprepared: psycopg keeps no text of a prepared
 execution for the log to show.
+
+A statement that stands alone can also leave the thread free while PostgreSQL runs it
+(`write_one(while_waiting=...)`, psycopg's pipeline mode).
 """
 
-from collections.abc import Iterator
+import itertools
+import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from functools import lru_cache
 
 import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
+_PLACEHOLDER = re.compile("%[%s]")
 
-class PreparingCursor(psycopg.Cursor):
-    """Binds on the server and prepares every statement it runs."""
+
+@lru_cache(maxsize=256)
+def numbered(sql: str) -> str:
+    """`sql` with Django's `%s` placeholders as PostgreSQL's `$1, $2, ...` and `%%` as `%`."""
+    count = itertools.count(1)
+    return _PLACEHOLDER.sub(lambda found: "%" if found[0] == "%%" else f"${next(count)}", sql)
+
+
+class PreparingCursor(psycopg.RawCursor):
+    """Binds on the server and prepares every statement it runs.
+
+    A raw cursor, given each statement numbered once: psycopg's own cursor parses the
+    placeholders again on every execution of a statement with more than 50 parameters
+    (the one that stores a customer message has 63), 0.07 ms a time.
+    """
 
     def execute(self, query, params=None, *, prepare=None, binary=None):
+        if params is not None:
+            query = numbered(query)
         return super().execute(query, params, prepare=True, binary=binary)
 
 
@@ -59,13 +81,42 @@ def fetch_one(sql: str, params: list) -> tuple | None:
         return cursor.fetchone()
 
 
-def write_one(sql: str, params: list, *, savepoint: bool = False) -> tuple | None:
+def write_one(
+    sql: str,
+    params: list,
+    *,
+    savepoint: bool = False,
+    while_waiting: Callable[[], None] | None = None,
+) -> tuple | None:
     """Run one writing statement, its first row returned.
 
     On its own the statement is its own transaction (no BEGIN and COMMIT round trips).
     Inside a caller's transaction it is part of it, and a failure marks that transaction
     for rollback, as the ORM does; `savepoint=True` keeps the caller's transaction usable.
+
+    `while_waiting` runs while PostgreSQL runs the statement, where the statement stands
+    alone and is prepared; elsewhere it does not run. It must not use the database, and
+    should it raise, the statement has still run.
     """
     in_caller_transaction = connection.in_atomic_block
+    if (
+        while_waiting is not None
+        and not in_caller_transaction
+        and prepares()
+        and psycopg.Pipeline.is_supported()
+    ):
+        return _write_one_while(sql, params, while_waiting)
     with transaction.atomic(savepoint=savepoint) if in_caller_transaction else nullcontext():
         return fetch_one(sql, params)
+
+
+def _write_one_while(sql: str, params: list, while_waiting: Callable[[], None]) -> tuple | None:
+    # In pipeline mode the statement is sent without waiting for its result; leaving the
+    # pipeline sends the Sync that commits it and reads the row, one round trip in all.
+    connection.ensure_connection()
+    raw = connection.connection
+    with connection.wrap_database_errors, connection.make_cursor(PreparingCursor(raw)) as cursor:
+        with raw.pipeline():
+            cursor.execute(sql, params)
+            while_waiting()
+        return cursor.fetchone()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -150,6 +151,7 @@ def _store_into_open_conversation(
     text: str,
     reads: tuple[message_sql.SnapshotRead, ...],
     reserve_answer: bool,
+    while_storing: Callable[[], None] | None,
 ) -> RecordedMessage | None:
     """The common case in one statement: a new message into the open conversation the
     visitor last saw. None when the client id is stored already or the conversation has
@@ -177,6 +179,7 @@ def _store_into_open_conversation(
                 message, visitor_id=visitor_id, reads=reads, answer=answer
             ),
             savepoint=True,
+            while_waiting=while_storing,
         )
     except IntegrityError:
         return None  # another tab stored the same client id meanwhile
@@ -210,6 +213,7 @@ def record_visitor_message(
     conversation_id: int | None = None,
     reads: tuple[message_sql.SnapshotRead, ...] = (),
     reserve_answer: bool = False,
+    while_storing: Callable[[], None] | None = None,
 ) -> RecordedMessage:
     """Store a customer message once per client id; a resend returns the stored one.
 
@@ -218,6 +222,8 @@ def record_visitor_message(
     writers), which saves two round trips on every message. There `reads` run in the same
     statement (PostgreSQL); their values come back in `RecordedMessage.reads`, and with
     `reserve_answer` the bot's answer is stored with the message (`RecordedMessage.answer`).
+    `while_storing` runs in this thread while PostgreSQL runs that statement, if it runs
+    (`helpdesk.prepared.write_one`); it must not use the database.
     """
     if conversation_id is not None and message_sql.supported():
         recorded = _store_into_open_conversation(
@@ -227,6 +233,7 @@ def record_visitor_message(
             text=text,
             reads=reads,
             reserve_answer=reserve_answer,
+            while_storing=while_storing,
         )
         if recorded is not None:
             return recorded

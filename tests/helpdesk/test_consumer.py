@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 
 from helpdesk.asgi import application
 from helpdesk.models import Conversation, Message, Visitor
-from tests.conftest import make_site
+from tests.conftest import ON_POSTGRESQL, make_site
 from tests.widget_client import WidgetClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -457,3 +457,33 @@ async def test_the_ack_does_not_wait_for_a_slow_turn_read(site, monkeypatch):
     assert done["state"] == "complete"
     await client.close()
     assert waited == [True]
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="the statement runs in psycopg's pipeline mode")
+async def test_the_turns_lookups_are_made_while_the_message_is_stored(site, settings, monkeypatch):
+    import psycopg
+    from django.db import connection
+
+    from bots import engine
+
+    settings.HELPDESK_SITE_CACHE_SECONDS = 60
+    made = []
+    lookups_ahead = engine.lookups_ahead
+
+    def watched(**kwargs):
+        lookups = lookups_ahead(**kwargs)
+        made.append((connection.connection.pgconn.pipeline_status, lookups is not None))
+        return lookups
+
+    monkeypatch.setattr(engine, "lookups_ahead", watched)
+    client = await WidgetClient.opened(site.key)
+    await client.say("How long does shipping take?")
+    await client.answer()
+    await quiet_frames(client)
+    await client.say("And what does shipping cost?")
+    _deltas, done = await client.answer()
+    await client.close()
+    # The first message opens the conversation, through the ORM; the second is stored by
+    # the one statement, and the lookups are made while it runs.
+    assert made == [(psycopg.pq.PipelineStatus.ON, True)]
+    assert done["state"] == "complete"

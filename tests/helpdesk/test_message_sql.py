@@ -16,6 +16,7 @@ from bots import services as bot_services
 from bots.models import ConversationSummary
 from handoff import escalation
 from handoff.policy import PolicyConfig
+from helpdesk import prepared
 from helpdesk.models import Conversation, Message, Visitor
 from helpdesk.services import append_message, record_visitor_message, release_answer
 from tests.conftest import ON_POSTGRESQL
@@ -258,3 +259,86 @@ def test_reads_are_dropped_when_another_writer_stored_a_message_meanwhile(conver
     recorded = result["recorded"]
     assert recorded.message["seq"] == 2
     assert recorded.reads is None
+
+
+def test_placeholders_are_numbered_once_per_statement():
+    sql = "SELECT %s, '100%%', %s"
+    assert prepared.numbered(sql) == "SELECT $1, '100%', $2"
+    before = prepared.numbered.cache_info().misses
+    prepared.numbered(sql)
+    assert prepared.numbered.cache_info().misses == before
+
+
+def test_a_prepared_statement_of_many_parameters_keeps_its_literal_percent_signs(conversation):
+    # psycopg's own cursor would parse a statement of more than 50 parameters on every run.
+    values = list(range(60))
+    sql = "SELECT '100%%', " + " + ".join(["CAST(%s AS int)"] * len(values))
+    hits = prepared.numbered.cache_info().hits
+    for _ in range(2):
+        assert prepared.fetch_one(sql, values) == ("100%", sum(values))
+    assert prepared.numbered.cache_info().hits > hits
+
+
+def other_connection() -> psycopg.Connection:
+    params = connection.get_connection_params()
+    return psycopg.connect(
+        **{k: v for k, v in params.items() if k != "cursor_factory"}, autocommit=True
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_what_runs_while_storing_runs_while_postgresql_runs_the_statement(conversation):
+    # Seen from another connection: the statement holds the conversation's row and has not
+    # committed the message yet.
+    other = other_connection()
+    seen = {}
+
+    def while_storing():
+        deadline = time.monotonic() + 5
+        while "locked" not in seen and time.monotonic() < deadline:
+            try:
+                other.execute(
+                    "SELECT 1 FROM helpdesk_conversation WHERE id = %s FOR UPDATE NOWAIT",
+                    [conversation.pk],
+                )
+            except psycopg.errors.LockNotAvailable:
+                seen["locked"] = True
+        seen["visible"] = other.execute(
+            "SELECT count(*) FROM helpdesk_message WHERE conversation_id = %s", [conversation.pk]
+        ).fetchone()[0]
+
+    try:
+        recorded = store(conversation, "Hello", while_storing=while_storing)
+    finally:
+        other.close()
+    assert seen == {"locked": True, "visible": 0}
+    assert Message.objects.get(pk=recorded.message["id"]).text == "Hello"
+
+
+def test_nothing_runs_while_storing_inside_a_callers_transaction(conversation):
+    ran = []
+    with transaction.atomic():
+        recorded = store(conversation, "Hello", while_storing=lambda: ran.append(True))
+    assert recorded.created
+    assert ran == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_failing_while_waiting_raises_djangos_error_and_the_connection_goes_on(
+    conversation,
+):
+    ran = []
+    with pytest.raises(DataError):
+        prepared.write_one("SELECT 1 / CAST(%s AS int)", [0], while_waiting=lambda: ran.append(1))
+    assert ran == [1]
+    assert prepared.fetch_one("SELECT CAST(%s AS int)", [7]) == (7,)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_while_storing_still_stores_the_message(conversation):
+    def failing():
+        raise RuntimeError("the lookups failed")
+
+    with pytest.raises(RuntimeError):
+        store(conversation, "Hello", while_storing=failing)
+    assert list(Message.objects.values_list("text", flat=True)) == ["Hello"]

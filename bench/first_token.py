@@ -1,7 +1,8 @@
 """First-token latency through the real websocket consumer, against the fake LLM server.
 
 Starts Helpdesk under uvicorn in a subprocess (its own database, the fake OpenAI-compatible
-server with zero delay as its LLM), opens real websockets, and for each turn measures:
+server with zero delay as its LLM, in another subprocess), opens real websockets, and for
+each turn measures:
   ack    - message frame sent -> ack received (validated, stored, committed)
   first  - message frame sent -> first delta of the answer received
   done   - message frame sent -> done frame received
@@ -13,7 +14,7 @@ server with zero delay as its LLM), opens real websockets, and for each turn mea
 Prints median, p90, p99 and max in milliseconds.
 
     .venv/bin/python bench/first_token.py [--turns 1000] [--conversations 50] [--articles 200]
-        [--pause-ms 50]
+        [--pause-ms 50] [--fake-llm-in-process]
 
 The site gets --articles knowledge-base articles; questions vary so the response cache
 does not answer them.
@@ -179,10 +180,41 @@ async def run_conversation(
             await asyncio.sleep(pause)
 
 
+REPLY = "Standard shipping takes 3 to 5 business days."
+
+
+class FakeLLMProcess:
+    """The fake LLM server in a process of its own, so that its streaming does not hold
+    the interpreter of the client that measures."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fake_llm", "--reply", REPLY],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.base_url = self.process.stdout.readline().strip()
+        if not self.base_url:
+            raise RuntimeError("the fake LLM server did not start")
+
+    def stop(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+def start_fake_llm(*, in_process: bool):
+    if not in_process:
+        return FakeLLMProcess()
+    llm = FakeLLMServer().start()
+    llm.default_reply = Reply(text=REPLY)
+    return llm
+
+
 async def main_async(args) -> None:
     timings: dict[str, list] = {"ack": [], "first": [], "done": [], "ids": []}
-    llm = FakeLLMServer().start()
-    llm.default_reply = Reply(text="Standard shipping takes 3 to 5 business days.")
+    llm = start_fake_llm(in_process=args.fake_llm_in_process)
     tmp = tempfile.mkdtemp(prefix="helpdesk-bench-")
     port = free_port()
     env = {
@@ -257,6 +289,12 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=200)
     parser.add_argument(
         "--pause-ms", type=float, default=50, help="pause after each answer (0: ask at once)"
+    )
+    parser.add_argument(
+        "--fake-llm-in-process",
+        action="store_true",
+        help="serve the fake LLM from this process's threads, as before 2026-12-02 (its "
+        "streaming then delays the client's reading of the deltas it measures)",
     )
     asyncio.run(main_async(parser.parse_args()))
 

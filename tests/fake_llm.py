@@ -696,3 +696,23 @@ class FakeLLMServer:
                 "results": [self._moderation_result(text) for text in texts],
             },
         )
+
+
+def serve_until_stdin_closes(reply_text: str | None = None) -> None:
+    """Serve in this process (a benchmark's own one): print the base URL, then serve until
+    stdin closes; every chat completion answers `reply_text` when given."""
+    import sys
+
+    with FakeLLMServer() as server:
+        if reply_text is not None:
+            server.default_reply = Reply(text=reply_text)
+        print(server.base_url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible LLM server.")
+    parser.add_argument("--reply", help="the text of every chat completion")
+    serve_until_stdin_closes(parser.parse_args().reply)

@@ -5,10 +5,12 @@ range validator, so ordinary numbers (order numbers, prices, dates, postcodes) s
 """
 
 import datetime
+import functools
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 __all__ = ["Redaction", "redact"]
 
@@ -18,7 +20,7 @@ class Redaction:
     """The redacted text and how many spans of each kind were replaced."""
 
     text: str
-    counts: dict[str, int]
+    counts: Mapping[str, int]
 
     @property
     def total(self) -> int:
@@ -172,6 +174,12 @@ _PASSES: tuple[tuple[str, re.Pattern[str], Check, str], ...] = (
 )
 
 
+# Every turn redacts the conversation's earlier turns again for its prompt; their
+# redactions are kept (a Redaction cannot be changed, so callers may share one).
+REDACTIONS_KEPT = 4096
+
+
+@functools.lru_cache(maxsize=REDACTIONS_KEPT)
 def redact(text: str) -> Redaction:
     """Replace e-mails, cards, IBANs, CN IDs, IPs and phone numbers with [KIND] placeholders."""
     counts: dict[str, int] = {}
@@ -193,4 +201,4 @@ def redact(text: str) -> Redaction:
         text = pattern.sub(substitute, text)
         if replaced:
             counts[kind] = counts.get(kind, 0) + replaced
-    return Redaction(text=text, counts=counts)
+    return Redaction(text=text, counts=MappingProxyType(counts))

@@ -209,3 +209,20 @@ def test_long_hostile_input_takes_linear_time(chunk):
     redact(text)
     # Linear scans take a few milliseconds here; backtracking blow-ups take minutes.
     assert time.perf_counter() - started < 1.0
+
+
+def test_a_text_seen_before_is_not_redacted_again():
+    # Each turn redacts the conversation's earlier turns again for its prompt.
+    text = f"Write to ana.{time.monotonic_ns()}@example.com or call +44 20 7946 0958"
+    misses = redact.cache_info().misses
+    first = redact(text)
+    assert redact(text) is first
+    assert redact.cache_info().misses == misses + 1
+    assert first.counts == {"EMAIL": 1, "PHONE": 1}
+
+
+def test_a_kept_redaction_cannot_be_changed_by_a_caller():
+    result = redact("Mail me at bo@example.com")
+    with pytest.raises(TypeError):
+        result.counts["EMAIL"] = 0
+    assert redact("Mail me at bo@example.com").counts == {"EMAIL": 1}

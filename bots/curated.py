@@ -7,7 +7,6 @@ segmenter and tolerates small edits, typos and reordered words in English and Ch
 
 import math
 import re
-import threading
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from django.db import transaction
 from django.db.models import Count, F, Max
 from django.utils import timezone
 
+from bots.index_cache import VersionedIndexes
 from bots.models import CuratedAnswer
 from bots.retrieval import CJK_RUN_RE
 from helpdesk.models import Message
@@ -125,8 +125,7 @@ class CuratedIndex:
         )
 
 
-_cache: dict[int, tuple[tuple, CuratedIndex]] = {}
-_cache_lock = threading.Lock()
+_cache: VersionedIndexes[CuratedIndex] = VersionedIndexes()
 
 
 def _active(site_id: int):
@@ -136,9 +135,7 @@ def _active(site_id: int):
 
 def cached_index(site_id: int, version: tuple) -> CuratedIndex | None:
     """The site's index if this process has built it for `version`; else None (no query)."""
-    with _cache_lock:
-        cached = _cache.get(site_id)
-    return cached[1] if cached is not None and cached[0] == version else None
+    return _cache.get(site_id, version)
 
 
 def index_for_site(site_id: int, version: tuple | None = None) -> CuratedIndex:
@@ -156,8 +153,7 @@ def index_for_site(site_id: int, version: tuple | None = None) -> CuratedIndex:
         return cached
     active = _active(site_id)
     index = CuratedIndex(list(active.order_by("pk").values_list("id", "question", "answer")))
-    with _cache_lock:
-        _cache[site_id] = (version, index)
+    _cache.put(site_id, version, index)
     return index
 
 

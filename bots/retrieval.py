@@ -17,6 +17,7 @@ from operator import itemgetter
 import snowballstemmer
 from django.db.models import Count, Max
 
+from bots.index_cache import VersionedIndexes
 from bots.models import Article
 
 WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -142,8 +143,7 @@ class KnowledgeIndex:
         ]
 
 
-_cache: dict[int, tuple[tuple, KnowledgeIndex]] = {}
-_cache_lock = threading.Lock()
+_cache: VersionedIndexes[KnowledgeIndex] = VersionedIndexes()
 
 
 def _published(site_id: int):
@@ -153,9 +153,7 @@ def _published(site_id: int):
 
 def cached_index(site_id: int, version: tuple) -> KnowledgeIndex | None:
     """The site's index if this process has built it for `version`; else None (no query)."""
-    with _cache_lock:
-        cached = _cache.get(site_id)
-    return cached[1] if cached is not None and cached[0] == version else None
+    return _cache.get(site_id, version)
 
 
 def index_for_site(site_id: int, version: tuple | None = None) -> KnowledgeIndex:
@@ -172,8 +170,7 @@ def index_for_site(site_id: int, version: tuple | None = None) -> KnowledgeIndex
         return cached
     published = _published(site_id)
     index = KnowledgeIndex(published.values_list("id", "title", "body", "language", "tags"))
-    with _cache_lock:
-        _cache[site_id] = (version, index)
+    _cache.put(site_id, version, index)
     return index
 
 

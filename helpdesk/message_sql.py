@@ -175,6 +175,7 @@ def visitor_message_params(
     return params
 
 
+@cache
 def release_answer_sql() -> str:
     """Drop a reserved answer that will not be written, handing its number back when
     nothing was stored after it (else its number stays unused)."""

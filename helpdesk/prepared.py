@@ -113,10 +113,8 @@ def write_one(
 def _write_one_while(sql: str, params: list, while_waiting: Callable[[], None]) -> tuple | None:
     # In pipeline mode the statement is sent without waiting for its result; leaving the
     # pipeline sends the Sync that commits it and reads the row, one round trip in all.
-    connection.ensure_connection()
-    raw = connection.connection
-    with connection.wrap_database_errors, connection.make_cursor(PreparingCursor(raw)) as cursor:
-        with raw.pipeline():
+    with connection.wrap_database_errors, prepared_cursor() as cursor:
+        with connection.connection.pipeline():
             cursor.execute(sql, params)
             while_waiting()
         return cursor.fetchone()

@@ -103,46 +103,75 @@ async def stream_chat(
     tools: list[dict] | None = None,
 ) -> AsyncIterator[str | Usage | ToolCallRequest]:
     """Yield the answer's text pieces, then any tool calls, then its Usage."""
-    options: dict = {}
+    body: dict = {
+        "model": model,
+        "messages": messages,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if stop:
-        options["stop"] = stop
+        body["stop"] = stop
     if tools:
-        options["tools"] = tools
+        body["tools"] = tools
     calls: dict[int, _ToolCallParts] = {}
     usage: Usage | None = None
     try:
-        stream = await get_client().chat.completions.create(
-            model=model,
-            messages=messages,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
+        # The SDK's low-level post with the same retries, timeouts, auth and errors as
+        # chat.completions.create, minus its walk of every message against the params'
+        # TypedDicts (0.4 ms for one message, 4 ms for twenty, on the customer's path),
+        # which leaves plain JSON like ours unchanged; chunks are read as plain JSON too.
+        stream = await get_client().post(
+            "/chat/completions",
+            body=body,
+            cast_to=object,
+            options={"security": {"bearer_auth": True}},
             stream=True,
-            stream_options={"include_usage": True},
-            **options,
+            stream_cls=openai.AsyncStream[object],
         )
         async for chunk in stream:
-            if chunk.usage is not None:
-                usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-            for choice in chunk.choices:
-                delta = choice.delta
-                if delta is None:
+            if not isinstance(chunk, dict):
+                continue
+            counted = chunk.get("usage")
+            if isinstance(counted, dict):
+                usage = Usage(
+                    int(counted.get("prompt_tokens") or 0),
+                    int(counted.get("completion_tokens") or 0),
+                )
+            for choice in _dicts(chunk.get("choices")):
+                delta = choice.get("delta")
+                if not isinstance(delta, dict):
                     continue
-                if delta.content:
-                    yield delta.content
+                content = delta.get("content")
+                if content and isinstance(content, str):
+                    yield content
                 # Tool calls arrive in pieces keyed by index: id and name first, then the
                 # arguments in fragments.
-                for piece in delta.tool_calls or ():
-                    parts = calls.setdefault(piece.index, _ToolCallParts())
-                    if piece.id:
-                        parts.id = piece.id
-                    if piece.function and piece.function.name:
-                        parts.name += piece.function.name
-                    if piece.function and piece.function.arguments:
-                        parts.arguments.append(piece.function.arguments)
+                for piece in _dicts(delta.get("tool_calls")):
+                    index = piece.get("index")
+                    parts = calls.setdefault(
+                        index if isinstance(index, int) else 0, _ToolCallParts()
+                    )
+                    if piece.get("id"):
+                        parts.id = str(piece["id"])
+                    function = piece.get("function")
+                    if isinstance(function, dict):
+                        if function.get("name"):
+                            parts.name += str(function["name"])
+                        if function.get("arguments"):
+                            parts.arguments.append(str(function["arguments"]))
     except PROVIDER_ERRORS as exc:
         raise LLMError(type(exc).__name__, safe_detail(exc)) from exc
     for _index, parts in sorted(calls.items()):
         yield ToolCallRequest(parts.id, parts.name, "".join(parts.arguments))
     if usage is not None:
         yield usage
+
+
+def _dicts(value: object) -> list[dict]:
+    """The objects in a JSON array, skipping anything else a provider may put there."""
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, dict)]

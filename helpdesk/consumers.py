@@ -61,12 +61,14 @@ def _store_and_read_turn(
     conversation_id: int | None,
     client_id,
     text: str,
+    on_sent: Callable[[], None],
     on_stored: Callable[[services.RecordedMessage], None],
     acknowledge_now: Callable[[services.RecordedMessage], None],
     read_turn: bool,
 ) -> StoredTurn:
     """One trip to the ORM thread for a customer message: store it (then `on_stored`), and
     for the bot's conversations run the escalation policy and read the bot's turn.
+    `on_sent` is called once, as soon as the message is on its way to the database.
     `acknowledge_now` sends the ack and waits for it, before the trip sends the
     conversation anything (an escalation's status).
 
@@ -82,6 +84,13 @@ def _store_and_read_turn(
     """
     reads = ()
     lookups = []
+    sent = []
+
+    def tell_sent() -> None:
+        if not sent:
+            sent.append(True)
+            on_sent()
+
     if read_turn and conversation_id is not None:
         reads = (
             handoff_escalation.recent_outcomes_read(
@@ -89,8 +98,12 @@ def _store_and_read_turn(
             ),
             *engine.turn_reads(conversation_id=conversation_id),
         )
+    else:
+        # Stored through the ORM: there is no moment when the statement is on its way.
+        tell_sent()
 
     def look_up_while_storing() -> None:
+        tell_sent()
         try:
             lookups.append(engine.lookups_ahead(site_id=site_id, question=text))
         except Exception:
@@ -106,6 +119,8 @@ def _store_and_read_turn(
         reserve_answer=bool(reads),
         while_storing=look_up_while_storing if reads else None,
     )
+    # Where the statement did not run pipelined (SQLite), the lookups did not run either.
+    tell_sent()
     on_stored(recorded)
     if not recorded.created:
         return StoredTurn(recorded)
@@ -306,6 +321,21 @@ class WidgetConsumer(WebsocketConsumer):
                     loop.call_later, _ACK_LATEST_SECONDS, acknowledge, recorded
                 )
 
+        moderations: list[asyncio.Task] = []
+
+        def start_moderation() -> None:
+            # Not once the trip has been given up (the connection closed meanwhile).
+            if self.bot_has_chat and not moderations and not trip.done():
+                moderation = engine.start_moderation(frame["text"])
+                if moderation is not None:
+                    moderations.append(moderation)
+
+        def on_sent() -> None:
+            # The provider's moderation runs while PostgreSQL stores the message and the
+            # ORM thread makes the turn's lookups. Started before the statement is sent,
+            # the building of its request holds the interpreter and the thread waits for it.
+            loop.call_soon_threadsafe(start_moderation)
+
         trip = asyncio.ensure_future(
             _store_and_read_turn_in_thread(
                 visitor_id=self.visitor_id,
@@ -313,26 +343,23 @@ class WidgetConsumer(WebsocketConsumer):
                 conversation_id=self.conversation_id,
                 client_id=frame["id"],
                 text=frame["text"],
+                on_sent=on_sent,
                 on_stored=on_stored,
                 acknowledge_now=acknowledge_now,
                 read_turn=self.answers_pending == 0,
             )
         )
-        moderation = None
         try:
-            if self.bot_has_chat:
-                # The provider's moderation runs while the message is stored and the turn
-                # read; started once the trip has reached the ORM thread, because building
-                # its request holds the interpreter and the trip would wait for it.
-                await asyncio.sleep(0)
-                moderation = engine.start_moderation(frame["text"])
             stored = await trip
             await acknowledge(stored.recorded)
         except BaseException:
             trip.cancel()
-            if moderation is not None:
+            for moderation in moderations:
                 moderation.cancel()
             raise
+        # The thread's call to start it came before the trip's end, and callbacks from one
+        # thread run in order: the moderation has started if it was wanted.
+        moderation = moderations[0] if moderations else None
         recorded = stored.recorded
         bot_answers = recorded.created and recorded.conversation_status == Conversation.Status.BOT
         if moderation is not None and not bot_answers:

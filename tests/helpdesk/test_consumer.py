@@ -376,6 +376,19 @@ async def quiet_frames(client, quiet: float = 0.5) -> list[dict]:
     return frames
 
 
+async def opened_then_followed_up(site) -> dict:
+    """A conversation's first message (stored through the ORM), then a second one (by the
+    one pipelined statement, on PostgreSQL); the second answer's done frame."""
+    client = await WidgetClient.opened(site.key)
+    await client.say("How long does shipping take?")
+    await client.answer()
+    await quiet_frames(client)
+    await client.say("And what does shipping cost?")
+    _deltas, done = await client.answer()
+    await client.close()
+    return done
+
+
 @database_sync_to_async
 def numbered_messages() -> list[tuple[int, str, str]]:
     return list(Message.objects.order_by("seq").values_list("seq", "author", "state"))
@@ -476,14 +489,47 @@ async def test_the_turns_lookups_are_made_while_the_message_is_stored(site, sett
         return lookups
 
     monkeypatch.setattr(engine, "lookups_ahead", watched)
-    client = await WidgetClient.opened(site.key)
-    await client.say("How long does shipping take?")
-    await client.answer()
-    await quiet_frames(client)
-    await client.say("And what does shipping cost?")
-    _deltas, done = await client.answer()
-    await client.close()
+    done = await opened_then_followed_up(site)
     # The first message opens the conversation, through the ORM; the second is stored by
     # the one statement, and the lookups are made while it runs.
     assert made == [(psycopg.pq.PipelineStatus.ON, True)]
     assert done["state"] == "complete"
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="the statement runs in psycopg's pipeline mode")
+async def test_moderation_starts_once_the_statement_storing_the_message_is_sent(
+    site, fake_llm, monkeypatch
+):
+    import psycopg
+
+    from bots import engine
+    from helpdesk import prepared
+
+    sent_in_pipeline = threading.Event()
+    execute = prepared.PreparingCursor.execute
+
+    def watched_execute(self, *args, **kwargs):
+        result = execute(self, *args, **kwargs)
+        if self.connection.pgconn.pipeline_status == psycopg.pq.PipelineStatus.ON:
+            sent_in_pipeline.set()
+        return result
+
+    started = []
+    start_moderation = engine.start_moderation
+
+    def watched_start(question):
+        started.append((question, sent_in_pipeline.is_set()))
+        return start_moderation(question)
+
+    monkeypatch.setattr(prepared.PreparingCursor, "execute", watched_execute)
+    monkeypatch.setattr(engine, "start_moderation", watched_start)
+    done = await opened_then_followed_up(site)
+    assert done["state"] == "complete"
+    # The first message is stored through the ORM; the second's moderation waits until
+    # the statement that stores it has left.
+    assert started == [
+        ("How long does shipping take?", False),
+        ("And what does shipping cost?", True),
+    ]
+    moderated = [r.body["input"] for r in fake_llm.requests if r.path == "/v1/moderations"]
+    assert moderated == ["How long does shipping take?", "And what does shipping cost?"]

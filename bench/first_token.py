@@ -6,9 +6,12 @@ each turn measures:
   ack    - message frame sent -> ack received (validated, stored, committed)
   first  - message frame sent -> first delta of the answer received
   done   - message frame sent -> done frame received
-  engine - first minus the LLM's own time to its first chunk (from the audit log): what the
-           engine adds before the first token (redaction, moderation round trip to the stub,
-           curated/cache lookups, retrieval, prompt building, DB writes, channel layer)
+  llm    - the LLM call's time to its first chunk, as the audit log has it: from the call to
+           the model's first text, so the SDK's request building, the loopback HTTP and the
+           fake server's own work
+  engine - first minus llm: what the engine adds before the first token (redaction,
+           moderation round trip to the stub, curated/cache lookups, retrieval, prompt
+           building, DB writes, channel layer)
   after  - engine minus ack: what is added once the customer's message is stored and acked
            (the escalation policy, the turn read, prompt building, the answer's row, relay)
 Prints median, p90, p99 and max in milliseconds.
@@ -269,6 +272,7 @@ async def main_async(args) -> None:
         )
         if str(message_id) in llm_first
     ]
+    timings["llm"] = [llm for _first, _ack, llm in turns]
     timings["engine"] = [first - llm for first, _ack, llm in turns]
     timings["after"] = [first - ack - llm for first, ack, llm in turns]
     database = "PostgreSQL" if "DATABASE_URL" in os.environ else "SQLite"
@@ -278,7 +282,7 @@ async def main_async(args) -> None:
         f"fake LLM with zero delay, {args.conversations} conversations, "
         f"{len(timings['done'])} turns in {elapsed:.1f} s), milliseconds:"
     )
-    for name in ("ack", "first", "engine", "after", "done"):
+    for name in ("ack", "first", "llm", "engine", "after", "done"):
         print(report(name, timings[name]))
 
 

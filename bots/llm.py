@@ -137,8 +137,7 @@ async def stream_chat(
             counted = chunk.get("usage")
             if isinstance(counted, dict):
                 usage = Usage(
-                    int(counted.get("prompt_tokens") or 0),
-                    int(counted.get("completion_tokens") or 0),
+                    _count(counted.get("prompt_tokens")), _count(counted.get("completion_tokens"))
                 )
             for choice in _dicts(chunk.get("choices")):
                 delta = choice.get("delta")
@@ -175,3 +174,8 @@ def _dicts(value: object) -> list[dict]:
     if not isinstance(value, list):
         return []
     return [item for item in value if isinstance(item, dict)]
+
+
+def _count(value: object) -> int:
+    """A token count from a provider's usage; anything but a whole number counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -99,7 +99,7 @@ def _store_and_read_turn(
             *engine.turn_reads(conversation_id=conversation_id),
         )
     else:
-        # Stored through the ORM: there is no moment when the statement is on its way.
+        # A first message is stored through the ORM: no statement to wait for.
         tell_sent()
 
     def look_up_while_storing() -> None:

@@ -14,11 +14,10 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import translation
 from django.utils.translation import gettext
 
@@ -43,6 +42,7 @@ from bots.prompt import KnowledgeSnippet, PromptParts, PromptTooLarge, build_pro
 from bots.retrieval import Snippet, search_articles
 from helpdesk.message_sql import SnapshotRead
 from helpdesk.services import StatusChange, release_answer, request_human
+from helpdesk.shared_cache import shared_cache
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def read_turn(
     The consumer reads it in the same trip that stores the message, then passes it to
     `reply(turn=...)`. `reads` are the values of `turn_reads` stored with `message`: then
     only the lookups (curated answers, retrieval) are left to do, unless `lookups_ahead`
-    made them already.
+    made them already. A turn the response cache may answer comes with its cached answer.
     """
     rows = None
     if reads is not None:
@@ -243,13 +243,19 @@ def read_turn(
         rows = services.turn_rows_of_reads(
             seq=message["seq"], text=message["text"], conversation=conversation, earlier=earlier
         )
-    return services.prepare_turn(
+    turn = services.prepare_turn(
         conversation_id=conversation_id,
         message_id=message_id,
         snippet_limit=SNIPPETS_PER_PROMPT,
         rows=rows,
         lookups=lookups,
     )
+    cache_key = _cache_key(turn) if turn.curated is None else None
+    if cache_key is None:
+        return turn
+    # Here rather than on the event loop: the cache's async API would come back to this
+    # thread for it, behind whatever the ORM does meanwhile.
+    return replace(turn, cached_answer=shared_cache().get(cache_key))
 
 
 def lookups_ahead(*, site_id: int, question: str) -> services.Lookups | None:
@@ -371,7 +377,7 @@ async def _answer(
 
     cache_key = _cache_key(turn)
     if cache_key is not None:
-        cached = await cache.aget(cache_key)
+        cached = turn.cached_answer
         if cached is not None:
             answer.sources = cached["sources"]
             async for event in _say(answer, cached["text"], "cache"):
@@ -416,7 +422,7 @@ async def _answer(
         stored = await answer.finish()
         # Cached before the customer hears it is done, so the next asker finds it.
         if cache_key and answer.source == "llm" and not answer.used_tools:
-            await cache.aset(
+            await shared_cache().aset(
                 cache_key, {"text": answer.text, "sources": answer.sources}, turn.bot.cache_ttl
             )
         yield Stored(stored)

@@ -83,6 +83,9 @@ class Turn:
     tokens_this_month: int
     snippets: tuple[Snippet, ...]
     curated: CuratedMatch | None
+    # The response cache's answer to the question, looked up with the turn
+    # (`bots.engine.read_turn`) when the turn may be answered from the cache.
+    cached_answer: dict | None = None
 
     @property
     def over_budget(self) -> bool:
@@ -200,6 +203,9 @@ def _turn_rows(*, conversation_id: int, message_id: int, limit: int) -> tuple[tu
         if row is None:
             raise Message.DoesNotExist(f"No message {message_id} in {conversation_id}.")
         seq, summarized_upto = row[0], row[6]
+        if seq == 1:
+            # The conversation's first message: nothing before it to read.
+            return row, [(Message.Author.VISITOR, row[1])]
         cursor.execute(
             f"SELECT author, text FROM {messages} "  # noqa: S608
             "WHERE conversation_id = %s AND seq > %s AND seq <= %s "

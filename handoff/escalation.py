@@ -132,6 +132,8 @@ def maybe_escalate(
     `before_escalating` runs once a rule has fired, before anything is stored.
     """
     config = PolicyConfig.for_site(site_id)
+    if recent_outcomes is None and seq == 1:
+        recent_outcomes = ()  # the conversation's first message: no bot answer before it
     if recent_outcomes is None:
         recent_outcomes = _recent_outcomes(conversation_id, seq, config.failure_threshold)
     facts = TurnFacts(text=text, recent_bot_outcomes=recent_outcomes)

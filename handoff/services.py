@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 from django.db import IntegrityError, connection, transaction
@@ -28,6 +27,7 @@ from handoff.models import AgentProfile, Handoff, HandoffSettings, InternalNote,
 from handoff.selectors import QueueInfo
 from helpdesk.models import Conversation, Message
 from helpdesk.services import RecordedMessage, StatusChange, append_message, request_human
+from helpdesk.shared_cache import shared_cache
 
 RATING_COMMENT_MAX = 2000
 EMAIL_MAX = 254
@@ -128,7 +128,7 @@ def escalate_conversation(
             )
             # Exactly one message has seq 1: a first customer message announces it instead.
             if change.notice["seq"] == 1:
-                announce_conversation_started(conversation_id=conversation_id)
+                announce_conversation_started(conversation_id=conversation_id, site_id=site_id)
         handoff = _open_handoff(conversation_id)
         created = handoff is None
         if created:
@@ -675,12 +675,12 @@ _SOCKETS_KEY = "handoff:agent-sockets:{}"
 def agent_socket_opened(*, user) -> int:
     """Count one more open agent socket of `user`; returns how many are open."""
     key = _SOCKETS_KEY.format(user.pk)
-    cache.add(key, 0, timeout=None)
+    shared_cache().add(key, 0, timeout=None)
     try:
-        return cache.incr(key)
+        return shared_cache().incr(key)
     except ValueError:
         # Cleared between add and incr.
-        cache.add(key, 1, timeout=None)
+        shared_cache().add(key, 1, timeout=None)
         return 1
 
 
@@ -689,11 +689,11 @@ def agent_socket_closed(*, user) -> int:
     auto-assignment skips them and waiting customers hear how many agents are left)."""
     key = _SOCKETS_KEY.format(user.pk)
     try:
-        left = cache.decr(key)
+        left = shared_cache().decr(key)
     except ValueError:
         left = 0
     if left <= 0:
-        cache.delete(key)
+        shared_cache().delete(key)
         set_agent_online(user=user, online=False)
     return max(0, left)
 
@@ -802,18 +802,17 @@ def _emit_webhook(*, site_id: int, event: str, payload: dict) -> None:
     emit_event(site_id=site_id, event=event, payload=payload)
 
 
-def announce_conversation_started(*, conversation_id: int) -> int:
+def announce_conversation_started(*, conversation_id: int, site_id: int) -> int:
     """Tell the site's webhooks that a customer started a conversation."""
     from handoff.webhooks import emit_event
 
-    conversation = Conversation.objects.select_related("visitor").get(pk=conversation_id)
-    return emit_event(
-        site_id=conversation.site_id,
-        event="conversation.started",
-        payload={
+    def payload() -> dict:
+        conversation = Conversation.objects.select_related("visitor").get(pk=conversation_id)
+        return {
             "conversation": conversation.pk,
             "language": conversation.language,
             "page_url": conversation.visitor.page_url,
             "started_at": conversation.created_at.isoformat(),
-        },
-    )
+        }
+
+    return emit_event(site_id=site_id, event="conversation.started", payload=payload)

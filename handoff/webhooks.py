@@ -29,6 +29,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from django.db import transaction
@@ -59,12 +60,13 @@ class WebhookDeliveryError(Exception):
     """The receiver did not accept a delivery (non-2xx, timeout, connection error): retry."""
 
 
-def emit_event(*, site_id: int, event: str, payload: dict) -> int:
+def emit_event(*, site_id: int, event: str, payload: dict | Callable[[], dict]) -> int:
     """Queue `event` for every active webhook of the site subscribed to it; return how many.
 
-    `payload` must be JSON-serializable; receivers get it as the body's `"data"`. The
-    deliveries are sent after the surrounding transaction commits, never for a rolled-back
-    change.
+    `payload` must be JSON-serializable; receivers get it as the body's `"data"`. Given as
+    a function, it is built only when a webhook is subscribed (most sites have none, and
+    some events are emitted on the customer's path). The deliveries are sent after the
+    surrounding transaction commits, never for a rolled-back change.
     """
     if event not in Webhook.Event.values:
         raise ValueError(f"Unknown webhook event {event!r}.")
@@ -75,6 +77,10 @@ def emit_event(*, site_id: int, event: str, payload: dict) -> int:
         for webhook in Webhook.objects.filter(site_id=site_id, is_active=True).order_by("id")
         if not webhook.events or event in webhook.events
     ]
+    if not webhooks:
+        return 0
+    if callable(payload):
+        payload = payload()
     with transaction.atomic():
         for webhook in webhooks:
             delivery = WebhookDelivery.objects.create(webhook=webhook, event=event, payload={})

@@ -116,7 +116,7 @@ def _store_and_read_turn(
         text=text,
         conversation_id=conversation_id,
         reads=reads,
-        reserve_answer=bool(reads),
+        reserve_answer=read_turn,
         while_storing=look_up_while_storing if reads else None,
     )
     # Where the statement did not run pipelined (SQLite), the lookups did not run either.
@@ -127,7 +127,9 @@ def _store_and_read_turn(
     message = recorded.message
     try:
         if message["seq"] == 1:
-            handoff_services.announce_conversation_started(conversation_id=recorded.conversation_id)
+            handoff_services.announce_conversation_started(
+                conversation_id=recorded.conversation_id, site_id=site_id
+            )
         if not read_turn or recorded.conversation_status != Conversation.Status.BOT:
             return StoredTurn(recorded)
         read = recorded.reads
@@ -312,10 +314,11 @@ class WidgetConsumer(WebsocketConsumer):
             # the trip ends, which is sooner than sending it from here: the event loop would
             # wait for the interpreter while this thread goes on. Should the rest of the trip
             # be slow (a cache rebuilt), the ack goes out after a short while regardless.
-            # A new conversation is followed (with the ack) at once, so that this connection
-            # gets what the rest of the trip sends it.
+            # A new conversation's trip is long (its webhooks, its first turn read): its ack
+            # (which follows the conversation) goes out at once, and an escalation waits
+            # for it (`acknowledge_now`) before it sends the conversation anything.
             if recorded.conversation_id != self.conversation_id:
-                acknowledge_now(recorded)
+                loop.call_soon_threadsafe(acknowledge, recorded)
             else:
                 loop.call_soon_threadsafe(
                     loop.call_later, _ACK_LATEST_SECONDS, acknowledge, recorded

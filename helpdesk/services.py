@@ -88,17 +88,24 @@ def open_visitor_session(
     )
 
 
-def _take_seq(conversation_id: int, *, visitor_id: int | None = None) -> tuple[int, str] | None:
+def _take_seq(
+    conversation_id: int, *, visitor_id: int | None = None, reserve_answer: bool = False
+) -> tuple[int, str] | None:
     """The conversation's next sequence number and its status; None when there is no such
-    conversation (or, given `visitor_id`, none of that visitor still open)."""
+    conversation (or, given `visitor_id`, none of that visitor still open). With
+    `reserve_answer`, a conversation the bot has gives two numbers, and this returns the
+    second (the answer's)."""
     # The UPDATE holds the conversation's row lock until commit, so concurrent writers of
     # one conversation take numbers one after another and none is skipped or repeated.
     # One statement with RETURNING (PostgreSQL, SQLite 3.35+) instead of the ORM's UPDATE
     # and SELECT: this runs for every message, on the path to the ack and the first token.
     ops = connection.ops
     table = ops.quote_name(Conversation._meta.db_table)
-    sql = f"UPDATE {table} SET last_seq = last_seq + 1, updated_at = %s WHERE id = %s"  # noqa: S608
+    numbers = "CASE WHEN status = %s THEN 2 ELSE 1 END" if reserve_answer else "1"
+    sql = f"UPDATE {table} SET last_seq = last_seq + {numbers}, updated_at = %s WHERE id = %s"  # noqa: S608
     params = [ops.adapt_datetimefield_value(timezone.now()), conversation_id]
+    if reserve_answer:
+        params.insert(0, Conversation.Status.BOT)
     if visitor_id is not None:
         sql += " AND visitor_id = %s AND status <> %s"
         params += [visitor_id, Conversation.Status.RESOLVED]
@@ -201,8 +208,21 @@ def _store_into_open_conversation(
 
 def release_answer(answer: dict) -> None:
     """Drop an answer `record_visitor_message` reserved that the bot will not write (a
-    person takes the conversation over first)."""
-    prepared.write_one(message_sql.release_answer_sql(), [answer["id"], Message.State.STREAMING])
+    person takes the conversation over first), handing its number back when nothing was
+    stored after it."""
+    if message_sql.supported():
+        prepared.write_one(
+            message_sql.release_answer_sql(), [answer["id"], Message.State.STREAMING]
+        )
+        return
+    with transaction.atomic():
+        reserved = Message.objects.filter(pk=answer["id"], state=Message.State.STREAMING)
+        row = reserved.values_list("conversation_id", "seq").first()
+        if row is None:
+            return
+        reserved.delete()
+        conversation_id, seq = row
+        Conversation.objects.filter(pk=conversation_id, last_seq=seq).update(last_seq=seq - 1)
 
 
 def record_visitor_message(
@@ -220,8 +240,9 @@ def record_visitor_message(
     `conversation_id` is the conversation the caller last saw: while it is still open the
     message goes there without locking the visitor (the conversation's row lock orders its
     writers), which saves two round trips on every message. There `reads` run in the same
-    statement (PostgreSQL); their values come back in `RecordedMessage.reads`, and with
-    `reserve_answer` the bot's answer is stored with the message (`RecordedMessage.answer`).
+    statement (PostgreSQL); their values come back in `RecordedMessage.reads`. With
+    `reserve_answer`, a conversation the bot has also gets the bot's answer, stored empty
+    and streaming with the message (`RecordedMessage.answer`).
     `while_storing` runs in this thread while PostgreSQL runs that statement, if it runs
     (`helpdesk.prepared.write_one`); it must not use the database.
     """
@@ -239,56 +260,91 @@ def record_visitor_message(
             return recorded
     try:
         with transaction.atomic():
-            existing = (
-                Message.objects.filter(conversation__visitor_id=visitor_id, client_id=client_id)
-                .select_related("conversation")
-                .first()
-            )
-            if existing is not None:
-                return _recorded(existing, existing.conversation.status, created=False)
             taken = None
             if conversation_id is not None:
-                taken = _take_seq(conversation_id, visitor_id=visitor_id)
+                existing = _stored_with_client_id(visitor_id=visitor_id, client_id=client_id)
+                if existing is not None:
+                    return existing
+                taken = _take_seq(
+                    conversation_id, visitor_id=visitor_id, reserve_answer=reserve_answer
+                )
             if taken is None:
                 # Locking the visitor serialises one visitor's tabs, so two of them cannot
                 # both open a conversation or both store the same client id.
                 visitor = Visitor.objects.select_for_update().get(pk=visitor_id)
-                if Message.objects.filter(
-                    conversation__visitor=visitor, client_id=client_id
-                ).exists():
-                    raise IntegrityError("stored meanwhile by another tab")
-                conversation_id = _open_conversation(visitor).pk
-                taken = _take_seq(conversation_id)
-            seq, status = taken
-            message = Message.objects.create(
+                existing = _stored_with_client_id(visitor_id=visitor_id, client_id=client_id)
+                if existing is not None:
+                    return existing
+                # A new conversation is the bot's: it starts with the numbers taken.
+                conversation, started = _open_conversation(
+                    visitor, numbers_taken=2 if reserve_answer else 1
+                )
+                conversation_id = conversation.pk
+                if started:
+                    taken = (conversation.last_seq, conversation.status)
+                else:
+                    taken = _take_seq(conversation_id, reserve_answer=reserve_answer)
+            last_seq, status = taken
+            with_answer = reserve_answer and status == Conversation.Status.BOT
+            message = Message(
                 conversation_id=conversation_id,
-                seq=seq,
+                seq=last_seq - 1 if with_answer else last_seq,
                 author=Message.Author.VISITOR,
                 text=text,
                 client_id=client_id,
             )
-            return _recorded(message, status, created=True)
+            if not with_answer:
+                message.save(force_insert=True)
+                return _recorded(message, status, created=True)
+            answer = Message(
+                conversation_id=conversation_id,
+                seq=last_seq,
+                author=Message.Author.BOT,
+                text="",
+                state=Message.State.STREAMING,
+            )
+            # One INSERT for both rows.
+            Message.objects.bulk_create([message, answer])
+            recorded = _recorded(message, status, created=True)
+            return dataclasses.replace(recorded, answer=answer.as_frame())
     except IntegrityError:
-        existing = Message.objects.select_related("conversation").get(
-            conversation__visitor_id=visitor_id, client_id=client_id
-        )
-        return _recorded(existing, existing.conversation.status, created=False)
+        existing = _stored_with_client_id(visitor_id=visitor_id, client_id=client_id)
+        if existing is None:
+            raise
+        return existing
 
 
-def _open_conversation(visitor: Visitor) -> Conversation:
+def _stored_with_client_id(*, visitor_id: int, client_id: uuid.UUID) -> RecordedMessage | None:
+    existing = (
+        Message.objects.filter(conversation__visitor_id=visitor_id, client_id=client_id)
+        .select_related("conversation")
+        .first()
+    )
+    if existing is None:
+        return None
+    return _recorded(existing, existing.conversation.status, created=False)
+
+
+def _open_conversation(visitor: Visitor, *, numbers_taken: int = 0) -> tuple[Conversation, bool]:
+    """The visitor's latest open conversation, or a new one (True) that starts with
+    `numbers_taken` sequence numbers taken."""
     conversation = visitor.conversations.open().order_by("-created_at").first()
-    if conversation is None:
-        conversation = Conversation.objects.create(
-            site_id=visitor.site_id, visitor=visitor, language=visitor.language
-        )
-    return conversation
+    if conversation is not None:
+        return conversation, False
+    conversation = Conversation.objects.create(
+        site_id=visitor.site_id,
+        visitor=visitor,
+        language=visitor.language,
+        last_seq=numbers_taken,
+    )
+    return conversation, True
 
 
 def open_conversation(*, visitor_id: int) -> int:
     """The visitor's open conversation, started if there is none."""
     with transaction.atomic():
         visitor = Visitor.objects.select_for_update().get(pk=visitor_id)
-        return _open_conversation(visitor).pk
+        return _open_conversation(visitor)[0].pk
 
 
 def _recorded(message: Message, status: str, *, created: bool) -> RecordedMessage:

@@ -40,8 +40,8 @@ def webhooks(monkeypatch):
     """Webhook events the services emitted, as (site id, event, payload)."""
     emitted = []
 
-    def emit_event(*, site_id: int, event: str, payload: dict) -> int:
-        emitted.append((site_id, event, payload))
+    def emit_event(*, site_id: int, event: str, payload) -> int:
+        emitted.append((site_id, event, payload() if callable(payload) else payload))
         return 0
 
     monkeypatch.setattr("handoff.webhooks.emit_event", emit_event)
@@ -1181,3 +1181,31 @@ def test_each_agent_message_keeps_the_name_its_writer_had(site, make_agent):
     assert replayed["Hi, Ann here"] == "Ann from Support"
     assert replayed["Bob now"] == "Bob"
     assert replayed["My order never arrived"] is None
+
+
+# The policy on the customer's path
+
+
+def test_the_policy_reads_no_bot_outcomes_for_a_conversations_first_message(site, monkeypatch):
+    from handoff import escalation
+
+    conversation = Conversation.objects.create(site=site, visitor=Visitor.objects.create(site=site))
+    read = []
+    monkeypatch.setattr(escalation, "_recent_outcomes", lambda *args: read.append(args) or ())
+
+    def policy_on(seq: int, text: str):
+        message = append_message(conversation_id=conversation.pk, author="visitor", text=text)
+        assert message.seq == seq
+        return escalation.maybe_escalate(
+            message_id=message.pk,
+            conversation_id=conversation.pk,
+            site_id=site.id,
+            seq=seq,
+            text=text,
+        )
+
+    assert policy_on(1, "How long does shipping take?") is None
+    assert read == []
+    append_message(conversation_id=conversation.pk, author="bot", text="3 to 5 days.")
+    assert policy_on(3, "And to Norway?") is None
+    assert len(read) == 1

@@ -173,6 +173,27 @@ def test_emit_sends_to_subscribed_active_webhooks_of_the_site_only(
 
 
 @pytest.mark.django_db
+def test_a_payload_given_as_a_function_is_built_only_for_a_subscribed_webhook(
+    site, receiver, django_capture_on_commit_callbacks
+):
+    built = []
+
+    def payload() -> dict:
+        built.append(True)
+        return {"handoff": 7}
+
+    make_webhook(site, f"{receiver.url}/ratings", events=[Webhook.Event.RATING_RECEIVED])
+    assert emit_event(site_id=site.id, event=HANDOFF_CREATED, payload=payload) == 0
+    assert built == []
+
+    make_webhook(site, f"{receiver.url}/handoffs", events=[HANDOFF_CREATED])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert emit_event(site_id=site.id, event=HANDOFF_CREATED, payload=payload) == 1
+    assert built == [True]
+    assert json.loads(receiver.requests[0]["body"])["data"] == {"handoff": 7}
+
+
+@pytest.mark.django_db
 def test_emit_refuses_unknown_events(site, receiver):
     make_webhook(site, receiver.url)
 

@@ -472,6 +472,37 @@ async def test_the_ack_does_not_wait_for_a_slow_turn_read(site, monkeypatch):
     assert waited == [True]
 
 
+async def test_a_first_messages_turn_is_read_while_its_ack_is_on_its_way(site, monkeypatch):
+    # The ack of a new conversation follows it (the channel layer) while the trip goes on
+    # to the conversation's webhooks and the turn, instead of waiting for the ack.
+    from bots import engine
+    from helpdesk import consumers
+
+    monkeypatch.setattr(consumers, "_ACK_WAIT_SECONDS", 10)
+    loop = asyncio.get_running_loop()
+    turn_read = asyncio.Event()
+    read_turn = engine.read_turn
+
+    def watched_read_turn(**kwargs):
+        loop.call_soon_threadsafe(turn_read.set)
+        return read_turn(**kwargs)
+
+    acknowledge = consumers.WidgetConsumer.acknowledge
+
+    async def ack_once_the_turn_is_read(self, client_id, recorded):
+        await asyncio.wait_for(turn_read.wait(), timeout=3)
+        await acknowledge(self, client_id, recorded)
+
+    monkeypatch.setattr(engine, "read_turn", watched_read_turn)
+    monkeypatch.setattr(consumers.WidgetConsumer, "acknowledge", ack_once_the_turn_is_read)
+    client = await WidgetClient.opened(site.key)
+    ack = await client.say("How long does shipping take?")
+    assert (ack["type"], ack["seq"]) == ("ack", 1)
+    _deltas, done = await client.answer()
+    assert done["state"] == "complete"
+    await client.close()
+
+
 @pytest.mark.skipif(not ON_POSTGRESQL, reason="the statement runs in psycopg's pipeline mode")
 async def test_the_turns_lookups_are_made_while_the_message_is_stored(site, settings, monkeypatch):
     import psycopg

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from helpdesk.models import Conversation, Message, Visitor
-from helpdesk.services import record_visitor_message
+from helpdesk.services import append_message, record_visitor_message, release_answer
 
 pytestmark = pytest.mark.django_db
 
@@ -76,3 +76,75 @@ def test_a_resend_into_a_later_conversation_returns_the_stored_message(site):
         visitor_id=visitor.pk, client_id=client_id, text="Hi", conversation_id=None
     )
     assert (again.created, again.message["id"]) == (False, first.message["id"])
+
+
+def test_a_first_message_opens_the_conversation_with_its_answer_reserved_in_few_statements(
+    site, django_assert_max_num_queries
+):
+    visitor = Visitor.objects.create(site=site)
+    with django_assert_max_num_queries(7) as queries:
+        recorded = record_visitor_message(
+            visitor_id=visitor.pk, client_id=uuid.uuid4(), text="Hi", reserve_answer=True
+        )
+    # The visitor's lock, the resend check, the open conversation; the new conversation
+    # with its numbers taken, and one INSERT for the message and its answer.
+    assert statements(queries) == ["SELECT", "SELECT", "SELECT", "INSERT", "INSERT"]
+    answer = Message.objects.get(pk=recorded.answer["id"])
+    assert (recorded.message["seq"], answer.seq, answer.author, answer.state) == (
+        1,
+        2,
+        "bot",
+        "streaming",
+    )
+    assert recorded.answer == answer.as_frame()
+    assert Conversation.objects.get(pk=recorded.conversation_id).last_seq == 2
+
+
+def test_no_answer_is_reserved_in_an_open_conversation_a_person_has(site):
+    visitor = Visitor.objects.create(site=site)
+    first = record_visitor_message(visitor_id=visitor.pk, client_id=uuid.uuid4(), text="Hi")
+    Conversation.objects.filter(pk=first.conversation_id).update(status="human")
+    # No conversation given: the visitor's open one is found under the visitor's lock.
+    recorded = record_visitor_message(
+        visitor_id=visitor.pk, client_id=uuid.uuid4(), text="Thanks", reserve_answer=True
+    )
+    assert (recorded.conversation_id, recorded.message["seq"], recorded.answer) == (
+        first.conversation_id,
+        2,
+        None,
+    )
+    assert Conversation.objects.get(pk=first.conversation_id).last_seq == 2
+
+
+def test_an_answer_reserved_with_a_first_message_can_be_released(site):
+    visitor = Visitor.objects.create(site=site)
+    recorded = record_visitor_message(
+        visitor_id=visitor.pk, client_id=uuid.uuid4(), text="A person, please", reserve_answer=True
+    )
+    release_answer(recorded.answer)
+    notice = append_message(
+        conversation_id=recorded.conversation_id, author="system", text="Connecting…"
+    )
+    assert notice.seq == 2
+    assert list(Message.objects.order_by("seq").values_list("seq", "author")) == [
+        (1, "visitor"),
+        (2, "system"),
+    ]
+
+
+def test_a_resend_of_a_first_message_returns_it_without_a_second_conversation(site):
+    visitor = Visitor.objects.create(site=site)
+    client_id = uuid.uuid4()
+    first = record_visitor_message(
+        visitor_id=visitor.pk, client_id=client_id, text="Hi", reserve_answer=True
+    )
+    again = record_visitor_message(
+        visitor_id=visitor.pk, client_id=client_id, text="Hi", reserve_answer=True
+    )
+    assert (again.created, again.message["id"], again.answer) == (
+        False,
+        first.message["id"],
+        None,
+    )
+    assert Conversation.objects.count() == 1
+    assert Message.objects.count() == 2

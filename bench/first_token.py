@@ -14,6 +14,9 @@ each turn measures:
            building, DB writes, channel layer)
   after  - engine minus ack: what is added once the customer's message is stored and acked
            (the escalation policy, the turn read, prompt building, the answer's row, relay)
+  opener - engine, of each conversation's first message only (it opens the conversation:
+           more statements, its webhooks, its response-cache lookup)
+  follow - engine, of the other messages
 Prints median, p90, p99 and max in milliseconds.
 
     .venv/bin/python bench/first_token.py [--turns 1000] [--conversations 50] [--articles 200]
@@ -169,6 +172,7 @@ async def run_conversation(
                 if received["type"] == "ack":
                     timings["ack"].append(now)
                     timings["ids"].append(received["message_id"])
+                    timings["opens"].append(n == 0)
                 elif received["type"] == "delta" and first is None:
                     first = now
                     timings["first"].append(now)
@@ -216,7 +220,7 @@ def start_fake_llm(*, in_process: bool):
 
 
 async def main_async(args) -> None:
-    timings: dict[str, list] = {"ack": [], "first": [], "done": [], "ids": []}
+    timings: dict[str, list] = {"ack": [], "first": [], "done": [], "ids": [], "opens": []}
     llm = start_fake_llm(in_process=args.fake_llm_in_process)
     tmp = tempfile.mkdtemp(prefix="helpdesk-bench-")
     port = free_port()
@@ -254,7 +258,8 @@ async def main_async(args) -> None:
         url = f"ws://127.0.0.1:{port}/ws/widget/{key}/"
         per_conversation = max(1, args.turns // args.conversations)
         # Warm-up: the first turn pays for imports and connection setup.
-        await run_conversation(url, origin, 3, {"ack": [], "first": [], "done": [], "ids": []})
+        warm_up = {"ack": [], "first": [], "done": [], "ids": [], "opens": []}
+        await run_conversation(url, origin, 3, warm_up)
         started = time.perf_counter()
         for _ in range(args.conversations):
             await run_conversation(url, origin, per_conversation, timings, args.pause_ms / 1000)
@@ -266,15 +271,17 @@ async def main_async(args) -> None:
     llm_first = json.loads(manage(env, "shell", "-c", LLM_FIRST_CHUNK).strip().splitlines()[-1])
     # The warm-up turns are not in timings["ids"], so they drop out here.
     turns = [
-        (first, ack, llm_first[str(message_id)])
-        for message_id, first, ack in zip(
-            timings["ids"], timings["first"], timings["ack"], strict=True
+        (first, ack, llm_first[str(message_id)], opens)
+        for message_id, first, ack, opens in zip(
+            timings["ids"], timings["first"], timings["ack"], timings["opens"], strict=True
         )
         if str(message_id) in llm_first
     ]
-    timings["llm"] = [llm for _first, _ack, llm in turns]
-    timings["engine"] = [first - llm for first, _ack, llm in turns]
-    timings["after"] = [first - ack - llm for first, ack, llm in turns]
+    timings["llm"] = [llm for _first, _ack, llm, _opens in turns]
+    timings["engine"] = [first - llm for first, _ack, llm, _opens in turns]
+    timings["after"] = [first - ack - llm for first, ack, llm, _opens in turns]
+    timings["opener"] = [first - llm for first, _ack, llm, opens in turns if opens]
+    timings["follow"] = [first - llm for first, _ack, llm, opens in turns if not opens]
     database = "PostgreSQL" if "DATABASE_URL" in os.environ else "SQLite"
     layer = "Redis" if "REDIS_URL" in os.environ else "in-memory"
     print(
@@ -282,7 +289,7 @@ async def main_async(args) -> None:
         f"fake LLM with zero delay, {args.conversations} conversations, "
         f"{len(timings['done'])} turns in {elapsed:.1f} s), milliseconds:"
     )
-    for name in ("ack", "first", "llm", "engine", "after", "done"):
+    for name in ("ack", "first", "llm", "engine", "after", "done", "opener", "follow"):
         print(report(name, timings[name]))
 
 

@@ -163,20 +163,8 @@ def _store_into_open_conversation(
     """The common case in one statement: a new message into the open conversation the
     visitor last saw. None when the client id is stored already or the conversation has
     closed; the caller then takes the general path."""
-    message = Message(
-        conversation_id=conversation_id,
-        author=Message.Author.VISITOR,
-        text=text,
-        client_id=client_id,
-    )
-    answer = None
-    if reserve_answer:
-        answer = Message(
-            conversation_id=conversation_id,
-            author=Message.Author.BOT,
-            text="",
-            state=Message.State.STREAMING,
-        )
+    message = _visitor_message(conversation_id, text=text, client_id=client_id)
+    answer = _reserved_answer(conversation_id) if reserve_answer else None
     try:
         row = prepared.write_one(
             message_sql.visitor_message_sql(
@@ -286,32 +274,40 @@ def record_visitor_message(
                     taken = _take_seq(conversation_id, reserve_answer=reserve_answer)
             last_seq, status = taken
             with_answer = reserve_answer and status == Conversation.Status.BOT
-            message = Message(
-                conversation_id=conversation_id,
-                seq=last_seq - 1 if with_answer else last_seq,
-                author=Message.Author.VISITOR,
-                text=text,
-                client_id=client_id,
-            )
-            if not with_answer:
-                message.save(force_insert=True)
-                return _recorded(message, status, created=True)
-            answer = Message(
-                conversation_id=conversation_id,
-                seq=last_seq,
-                author=Message.Author.BOT,
-                text="",
-                state=Message.State.STREAMING,
-            )
-            # One INSERT for both rows.
-            Message.objects.bulk_create([message, answer])
+            message = _visitor_message(conversation_id, text=text, client_id=client_id)
+            message.seq = last_seq - 1 if with_answer else last_seq
+            answer = _reserved_answer(conversation_id, seq=last_seq) if with_answer else None
+            # One INSERT, with the answer when there is one.
+            Message.objects.bulk_create([message] if answer is None else [message, answer])
             recorded = _recorded(message, status, created=True)
+            if answer is None:
+                return recorded
             return dataclasses.replace(recorded, answer=answer.as_frame())
     except IntegrityError:
         existing = _stored_with_client_id(visitor_id=visitor_id, client_id=client_id)
         if existing is None:
             raise
         return existing
+
+
+def _visitor_message(conversation_id: int, *, text: str, client_id: uuid.UUID) -> Message:
+    return Message(
+        conversation_id=conversation_id,
+        author=Message.Author.VISITOR,
+        text=text,
+        client_id=client_id,
+    )
+
+
+def _reserved_answer(conversation_id: int, *, seq: int | None = None) -> Message:
+    """The bot's answer as stored with the customer's message: empty and streaming."""
+    return Message(
+        conversation_id=conversation_id,
+        seq=seq,
+        author=Message.Author.BOT,
+        text="",
+        state=Message.State.STREAMING,
+    )
 
 
 def _stored_with_client_id(*, visitor_id: int, client_id: uuid.UUID) -> RecordedMessage | None:

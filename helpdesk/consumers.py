@@ -74,8 +74,9 @@ def _store_and_read_turn(
 
     What the policy and the turn read from the database comes back with the statement that
     stores the message, where it can (PostgreSQL, the open conversation the connection
-    follows); else they read it themselves. While PostgreSQL runs that statement, this
-    thread makes the turn's lookups from the question (retrieval, curated answers).
+    follows); else they read it themselves. While PostgreSQL stores the message (the open
+    conversation's or a new one's), this thread makes the turn's lookups from the question
+    (retrieval, curated answers).
 
     `read_turn` is False while an earlier answer of this connection is still being written:
     the next turn must see it, so the answer reads its turn itself once that one is done.
@@ -98,8 +99,8 @@ def _store_and_read_turn(
             ),
             *engine.turn_reads(conversation_id=conversation_id),
         )
-    else:
-        # A first message is stored through the ORM: no statement to wait for.
+    elif not read_turn:
+        # No lookups to make: nothing to do while the message is stored.
         tell_sent()
 
     def look_up_while_storing() -> None:
@@ -117,7 +118,7 @@ def _store_and_read_turn(
         conversation_id=conversation_id,
         reads=reads,
         reserve_answer=read_turn,
-        while_storing=look_up_while_storing if reads else None,
+        while_storing=look_up_while_storing if read_turn else None,
     )
     # Where the statement did not run pipelined (SQLite), the lookups did not run either.
     tell_sent()

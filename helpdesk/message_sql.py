@@ -13,6 +13,9 @@ store it (its default, `auto_now_add` and so on), with no change here.
 The statement that stores a customer message can also carry reads (`SnapshotRead`): what
 answering the message needs (the bot's recent outcomes, the recent turns) comes back in the
 same round trip instead of two or three more.
+
+A visitor's first message opens their conversation: `lock_visitor_sql`, then
+`opening_message_sql`, sent together in one round trip (helpdesk.prepared.write_together).
 """
 
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from functools import cache
 from django.db import connection
 from django.utils import timezone
 
-from helpdesk.models import Conversation, Message
+from helpdesk.models import Conversation, Message, Visitor
 
 
 def supported() -> bool:
@@ -33,6 +36,17 @@ def supported() -> bool:
 def _stored_fields() -> tuple:
     fields = Message._meta.concrete_fields
     return tuple(field for field in fields if not field.primary_key and field.name != "seq")
+
+
+@cache
+def _conversation_fields() -> tuple:
+    return tuple(field for field in Conversation._meta.concrete_fields if not field.primary_key)
+
+
+# Columns of a conversation the opening statement takes from the visitor's row, and of its
+# first messages from the conversation's; the rest are parameters.
+_CONVERSATION_OF_VISITOR = {"site_id": "v.site_id", "visitor_id": "v.id", "language": "v.language"}
+_MESSAGE_OF_STARTED = {"conversation_id": "started.id"}
 
 
 def _placeholder(field) -> str:
@@ -50,6 +64,10 @@ def _column_list() -> str:
     return ", ".join([*(quote(field.column) for field in _stored_fields()), quote("seq")])
 
 
+def _values(fields: tuple, computed: dict[str, str]) -> list[str]:
+    return [computed.get(field.column) or _placeholder(field) for field in fields]
+
+
 def _taken(condition: str, returning: str, *, numbers: str = "1") -> str:
     """The CTE that takes the conversation's next number (or `numbers` of them); its row
     lock orders the writers."""
@@ -60,12 +78,24 @@ def _taken(condition: str, returning: str, *, numbers: str = "1") -> str:
     )
 
 
-def _insert(seq: str = "taken.last_seq", where: str = "") -> str:
+def _insert(
+    seq: str = "taken.last_seq", where: str = "", *, source: str = "taken", computed=None
+) -> str:
     messages = connection.ops.quote_name(Message._meta.db_table)
-    values = ", ".join([*(_placeholder(field) for field in _stored_fields()), seq])
+    values = ", ".join([*_values(_stored_fields(), computed or {}), seq])
     return (
-        f"INSERT INTO {messages} ({_column_list()}) SELECT {values} FROM taken{where} "  # noqa: S608
+        f"INSERT INTO {messages} ({_column_list()}) SELECT {values} FROM {source}{where} "  # noqa: S608
         "RETURNING id, seq"
+    )
+
+
+def _existing() -> str:
+    """The CTE that finds the visitor's message of a client id, if one is stored."""
+    conversations = connection.ops.quote_name(Conversation._meta.db_table)
+    messages = connection.ops.quote_name(Message._meta.db_table)
+    return (
+        f"existing AS (SELECT m.id FROM {messages} m JOIN {conversations} c "  # noqa: S608
+        "ON c.id = m.conversation_id WHERE c.visitor_id = %s AND m.client_id = %s LIMIT 1)"
     )
 
 
@@ -99,14 +129,10 @@ def visitor_message_sql(reads: tuple[str, ...] = (), *, reserve_answer: bool = F
     another message was stored between the reads' snapshot and the message.
     """
     conversations = connection.ops.quote_name(Conversation._meta.db_table)
-    messages = connection.ops.quote_name(Message._meta.db_table)
     open_and_new = (
         "id = %s AND visitor_id = %s AND status <> %s AND NOT EXISTS (SELECT 1 FROM existing)"
     )
-    ctes = [
-        f"existing AS (SELECT m.id FROM {messages} m JOIN {conversations} c "  # noqa: S608
-        "ON c.id = m.conversation_id WHERE c.visitor_id = %s AND m.client_id = %s LIMIT 1)"
-    ]
+    ctes = [_existing()]
     columns = ["stored.id", "stored.seq", "taken.status"]
     if reserve_answer:
         # Two numbers when the bot has the conversation: the message's and its answer's.
@@ -136,9 +162,14 @@ def visitor_message_sql(reads: tuple[str, ...] = (), *, reserve_answer: bool = F
 def insert_params(message: Message) -> list:
     """The values of an unsaved message, prepared as the ORM's INSERT prepares them (this
     also sets `created_at` on it)."""
+    return _prepared_values(message, _stored_fields())
+
+
+def _prepared_values(instance, fields: tuple, computed=()) -> list:
     return [
-        field.get_db_prep_save(field.pre_save(message, add=True), connection)
-        for field in _stored_fields()
+        field.get_db_prep_save(field.pre_save(instance, add=True), connection)
+        for field in fields
+        if field.column not in computed
     ]
 
 
@@ -187,3 +218,62 @@ def release_answer_sql() -> str:
         f"UPDATE {conversations} c SET last_seq = c.last_seq - 1 FROM released "
         "WHERE c.id = released.conversation_id AND c.last_seq = released.seq RETURNING c.id"
     )
+
+
+@cache
+def lock_visitor_sql() -> str:
+    """Lock the visitor's row: it orders one visitor's tabs opening a conversation."""
+    visitors = connection.ops.quote_name(Visitor._meta.db_table)
+    return f"SELECT id FROM {visitors} WHERE id = %s FOR UPDATE"  # noqa: S608
+
+
+@cache
+def opening_message_sql(*, reserve_answer: bool = False) -> str:
+    """Open a conversation for the visitor with their first message as number 1, unless the
+    visitor has an open conversation or the client id is stored already; one row
+    (conversation id, status, message id) when opened. With `reserve_answer`, the
+    bot's answer goes in as number 2, empty and streaming, and the row goes on with its id.
+
+    Run after `lock_visitor_sql` in the same transaction: a statement's snapshot is taken
+    when it starts, so this one sees a conversation another tab opened before the lock was
+    granted. In one statement with the lock it would not.
+    """
+    quote = connection.ops.quote_name
+    conversations = quote(Conversation._meta.db_table)
+    visitors = quote(Visitor._meta.db_table)
+    fields = _conversation_fields()
+    columns = ", ".join(quote(field.column) for field in fields)
+    values = ", ".join(_values(fields, _CONVERSATION_OF_VISITOR))
+    ctes = [
+        _existing(),
+        f"started AS (INSERT INTO {conversations} ({columns}) SELECT {values} "  # noqa: S608
+        f"FROM {visitors} v WHERE v.id = %s AND NOT EXISTS (SELECT 1 FROM existing) "
+        f"AND NOT EXISTS (SELECT 1 FROM {conversations} WHERE visitor_id = %s AND status <> %s) "
+        "RETURNING id, status)",
+        f"stored AS ({_insert('1', source='started', computed=_MESSAGE_OF_STARTED)})",
+    ]
+    row = ["started.id", "started.status", "stored.id"]
+    sources = "started CROSS JOIN stored"
+    if reserve_answer:
+        ctes.append(f"answer AS ({_insert('2', source='started', computed=_MESSAGE_OF_STARTED)})")
+        row.append("answer.id")
+        sources += " CROSS JOIN answer"
+    return f"WITH {', '.join(ctes)} SELECT {', '.join(row)} FROM {sources}"  # noqa: S608
+
+
+def opening_message_params(
+    conversation: Conversation,
+    message: Message,
+    *,
+    visitor_id: int,
+    answer: Message | None = None,
+) -> list:
+    """The parameters of `opening_message_sql`: the unsaved conversation (its numbers
+    taken), its first message, and the reserved answer when there is one."""
+    params = [visitor_id, message.client_id]
+    params += _prepared_values(conversation, _conversation_fields(), _CONVERSATION_OF_VISITOR)
+    params += [visitor_id, visitor_id, Conversation.Status.RESOLVED]
+    params += _prepared_values(message, _stored_fields(), _MESSAGE_OF_STARTED)
+    if answer is not None:
+        params += _prepared_values(answer, _stored_fields(), _MESSAGE_OF_STARTED)
+    return params

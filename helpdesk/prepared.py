@@ -13,13 +13,14 @@ a test capturing them) the statements run unprepared: psycopg keeps no text of a
 execution for the log to show.
 
 A statement that stands alone can also leave the thread free while PostgreSQL runs it
-(`write_one(while_waiting=...)`, psycopg's pipeline mode).
+(`write_one(while_waiting=...)`, psycopg's pipeline mode), and statements that make one
+transaction can go in one round trip (`write_together`).
 """
 
 import itertools
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from functools import lru_cache
 
 import psycopg
@@ -99,22 +100,50 @@ def write_one(
     should it raise, the statement has still run.
     """
     in_caller_transaction = connection.in_atomic_block
-    if (
-        while_waiting is not None
-        and not in_caller_transaction
-        and prepares()
-        and psycopg.Pipeline.is_supported()
-    ):
-        return _write_one_while(sql, params, while_waiting)
+    if while_waiting is not None and _pipelines():
+        return _write_pipelined([(sql, params)], while_waiting)
     with transaction.atomic(savepoint=savepoint) if in_caller_transaction else nullcontext():
         return fetch_one(sql, params)
 
 
-def _write_one_while(sql: str, params: list, while_waiting: Callable[[], None]) -> tuple | None:
-    # In pipeline mode the statement is sent without waiting for its result; leaving the
-    # pipeline sends the Sync that commits it and reads the row, one round trip in all.
-    with connection.wrap_database_errors, prepared_cursor() as cursor:
-        with connection.connection.pipeline():
+def write_together(
+    statements: list[tuple[str, list]],
+    *,
+    savepoint: bool = False,
+    while_waiting: Callable[[], None] | None = None,
+) -> tuple | None:
+    """Run writing statements (sql, params) as one transaction, the last one's first row
+    returned. Each statement sees what was committed before it started, as in any
+    transaction at PostgreSQL's default isolation.
+
+    Where they stand alone and are prepared, they go in one round trip with no BEGIN and
+    COMMIT: in psycopg's pipeline mode, everything sent before the Sync is one implicit
+    transaction. Elsewhere they run in `transaction.atomic` (with `savepoint` inside a
+    caller's transaction, as in `write_one`). `while_waiting` is as in `write_one`.
+    """
+    if _pipelines():
+        return _write_pipelined(statements, while_waiting)
+    with transaction.atomic(savepoint=savepoint), prepared_cursor() as cursor:
+        for sql, params in statements:
             cursor.execute(sql, params)
-            while_waiting()
         return cursor.fetchone()
+
+
+def _pipelines() -> bool:
+    return not connection.in_atomic_block and prepares() and psycopg.Pipeline.is_supported()
+
+
+def _write_pipelined(
+    statements: list[tuple[str, list]], while_waiting: Callable[[], None] | None
+) -> tuple | None:
+    # In pipeline mode the statements are sent without waiting for their results; leaving
+    # the pipeline sends the Sync that commits them and reads the rows, one round trip in
+    # all. A cursor each: a cursor's results are those of its last statement.
+    with connection.wrap_database_errors, ExitStack() as cursors:
+        opened = [cursors.enter_context(prepared_cursor()) for _statement in statements]
+        with connection.connection.pipeline():
+            for cursor, (sql, params) in zip(opened, statements, strict=True):
+                cursor.execute(sql, params)
+            if while_waiting is not None:
+                while_waiting()
+        return opened[-1].fetchone()

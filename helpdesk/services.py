@@ -194,6 +194,48 @@ def _store_into_open_conversation(
     return recorded
 
 
+def _open_with_first_message(
+    *,
+    visitor_id: int,
+    client_id: uuid.UUID,
+    text: str,
+    reserve_answer: bool,
+    while_storing: Callable[[], None] | None,
+) -> RecordedMessage | None:
+    """The visitor's new conversation opened with the message: the visitor's lock and the
+    writes in one round trip. None when the visitor has an open conversation or the client
+    id is stored already; the caller then takes the general path."""
+    # A new conversation is the bot's, and starts with its first numbers taken.
+    conversation = Conversation(last_seq=2 if reserve_answer else 1)
+    message = _visitor_message(None, text=text, client_id=client_id)
+    answer = _reserved_answer(None, seq=2) if reserve_answer else None
+    try:
+        row = prepared.write_together(
+            [
+                (message_sql.lock_visitor_sql(), [visitor_id]),
+                (
+                    message_sql.opening_message_sql(reserve_answer=reserve_answer),
+                    message_sql.opening_message_params(
+                        conversation, message, visitor_id=visitor_id, answer=answer
+                    ),
+                ),
+            ],
+            savepoint=True,
+            while_waiting=while_storing,
+        )
+    except IntegrityError:
+        return None  # another tab stored the same client id meanwhile
+    if row is None:
+        return None
+    conversation_id, status, message_id = row[:3]
+    message.conversation_id = conversation_id
+    recorded = _recorded(_stored_as(message, message_id, 1), status, created=True)
+    if answer is None:
+        return recorded
+    answer.conversation_id = conversation_id
+    return dataclasses.replace(recorded, answer=_stored_as(answer, row[3], 2).as_frame())
+
+
 def release_answer(answer: dict) -> None:
     """Drop an answer `record_visitor_message` reserved that the bot will not write (a
     person takes the conversation over first), handing its number back when nothing was
@@ -231,19 +273,25 @@ def record_visitor_message(
     statement (PostgreSQL); their values come back in `RecordedMessage.reads`. With
     `reserve_answer`, a conversation the bot has also gets the bot's answer, stored empty
     and streaming with the message (`RecordedMessage.answer`).
-    `while_storing` runs in this thread while PostgreSQL runs that statement, if it runs
-    (`helpdesk.prepared.write_one`); it must not use the database.
+    Without `conversation_id`, a visitor with no open conversation has one opened with the
+    message in one round trip (PostgreSQL).
+    `while_storing` runs in this thread while PostgreSQL runs those statements, if they run
+    pipelined (`helpdesk.prepared`); it must not use the database.
     """
-    if conversation_id is not None and message_sql.supported():
-        recorded = _store_into_open_conversation(
-            visitor_id=visitor_id,
-            conversation_id=conversation_id,
-            client_id=client_id,
-            text=text,
-            reads=reads,
-            reserve_answer=reserve_answer,
-            while_storing=while_storing,
-        )
+    if message_sql.supported():
+        storing = {
+            "visitor_id": visitor_id,
+            "client_id": client_id,
+            "text": text,
+            "reserve_answer": reserve_answer,
+            "while_storing": while_storing,
+        }
+        if conversation_id is None:
+            recorded = _open_with_first_message(**storing)
+        else:
+            recorded = _store_into_open_conversation(
+                conversation_id=conversation_id, reads=reads, **storing
+            )
         if recorded is not None:
             return recorded
     try:
@@ -290,7 +338,7 @@ def record_visitor_message(
         return existing
 
 
-def _visitor_message(conversation_id: int, *, text: str, client_id: uuid.UUID) -> Message:
+def _visitor_message(conversation_id: int | None, *, text: str, client_id: uuid.UUID) -> Message:
     return Message(
         conversation_id=conversation_id,
         author=Message.Author.VISITOR,
@@ -299,7 +347,7 @@ def _visitor_message(conversation_id: int, *, text: str, client_id: uuid.UUID) -
     )
 
 
-def _reserved_answer(conversation_id: int, *, seq: int | None = None) -> Message:
+def _reserved_answer(conversation_id: int | None, *, seq: int | None = None) -> Message:
     """The bot's answer as stored with the customer's message: empty and streaming."""
     return Message(
         conversation_id=conversation_id,

@@ -377,8 +377,8 @@ async def quiet_frames(client, quiet: float = 0.5) -> list[dict]:
 
 
 async def opened_then_followed_up(site) -> dict:
-    """A conversation's first message (stored through the ORM), then a second one (by the
-    one pipelined statement, on PostgreSQL); the second answer's done frame."""
+    """A conversation's first message (which opens it), then a second one (into the open
+    conversation); the second answer's done frame. On PostgreSQL both are stored pipelined."""
     client = await WidgetClient.opened(site.key)
     await client.say("How long does shipping take?")
     await client.answer()
@@ -521,9 +521,10 @@ async def test_the_turns_lookups_are_made_while_the_message_is_stored(site, sett
 
     monkeypatch.setattr(engine, "lookups_ahead", watched)
     done = await opened_then_followed_up(site)
-    # The first message opens the conversation, through the ORM; the second is stored by
-    # the one statement, and the lookups are made while it runs.
-    assert made == [(psycopg.pq.PipelineStatus.ON, True)]
+    # Both are made while PostgreSQL stores the message: the first message's while its
+    # conversation is opened (the site's settings are not cached yet, so the turn read
+    # makes them), the second's while the one statement runs.
+    assert made == [(psycopg.pq.PipelineStatus.ON, False), (psycopg.pq.PipelineStatus.ON, True)]
     assert done["state"] == "complete"
 
 
@@ -556,10 +557,9 @@ async def test_moderation_starts_once_the_statement_storing_the_message_is_sent(
     monkeypatch.setattr(engine, "start_moderation", watched_start)
     done = await opened_then_followed_up(site)
     assert done["state"] == "complete"
-    # The first message is stored through the ORM; the second's moderation waits until
-    # the statement that stores it has left.
+    # Each message's moderation waits until the statements that store it have left.
     assert started == [
-        ("How long does shipping take?", False),
+        ("How long does shipping take?", True),
         ("And what does shipping cost?", True),
     ]
     moderated = [r.body["input"] for r in fake_llm.requests if r.path == "/v1/moderations"]

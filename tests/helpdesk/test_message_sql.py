@@ -4,6 +4,7 @@ helpdesk.prepared): the same rows as the ORM's transaction would store."""
 import threading
 import time
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import psycopg
@@ -286,6 +287,17 @@ def other_connection() -> psycopg.Connection:
     )
 
 
+def locked_for(other: psycopg.Connection, table: str, row_id: int) -> bool:
+    """Whether `other` finds the row locked, within five seconds."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            other.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE NOWAIT", [row_id])  # noqa: S608
+        except psycopg.errors.LockNotAvailable:
+            return True
+    return False
+
+
 @pytest.mark.django_db(transaction=True)
 def test_what_runs_while_storing_runs_while_postgresql_runs_the_statement(conversation):
     # Seen from another connection: the statement holds the conversation's row and has not
@@ -294,15 +306,7 @@ def test_what_runs_while_storing_runs_while_postgresql_runs_the_statement(conver
     seen = {}
 
     def while_storing():
-        deadline = time.monotonic() + 5
-        while "locked" not in seen and time.monotonic() < deadline:
-            try:
-                other.execute(
-                    "SELECT 1 FROM helpdesk_conversation WHERE id = %s FOR UPDATE NOWAIT",
-                    [conversation.pk],
-                )
-            except psycopg.errors.LockNotAvailable:
-                seen["locked"] = True
+        seen["locked"] = locked_for(other, "helpdesk_conversation", conversation.pk)
         seen["visible"] = other.execute(
             "SELECT count(*) FROM helpdesk_message WHERE conversation_id = %s", [conversation.pk]
         ).fetchone()[0]
@@ -342,3 +346,104 @@ def test_a_failure_while_storing_still_stores_the_message(conversation):
     with pytest.raises(RuntimeError):
         store(conversation, "Hello", while_storing=failing)
     assert list(Message.objects.values_list("text", flat=True)) == ["Hello"]
+
+
+def first_message(visitor, text, **options):
+    return record_visitor_message(
+        visitor_id=visitor.pk, client_id=uuid.uuid4(), text=text, conversation_id=None, **options
+    )
+
+
+def test_a_conversation_opened_with_its_first_message_is_what_the_orm_would_store(site):
+    visitor = Visitor.objects.create(site=site, language="de")
+    recorded = first_message(visitor, "Hallo", reserve_answer=True)
+    opened = Conversation.objects.get(pk=recorded.conversation_id)
+    through_orm = Conversation.objects.create(site=site, visitor=visitor, language="de", last_seq=2)
+    compared_away = {"id", "created_at", "updated_at"}
+    assert {k: v for k, v in model_to_dict(opened).items() if k not in compared_away} == {
+        k: v for k, v in model_to_dict(through_orm).items() if k not in compared_away
+    }
+    assert abs(opened.updated_at - opened.created_at) < timedelta(seconds=1)
+    message = Message.objects.get(pk=recorded.message["id"])
+    assert (message.conversation_id, message.seq, message.text, message.author) == (
+        opened.pk,
+        1,
+        "Hallo",
+        "visitor",
+    )
+    assert recorded.message == message.as_frame()
+    answer = Message.objects.get(pk=recorded.answer["id"])
+    assert (answer.conversation_id, answer.seq, answer.state) == (opened.pk, 2, "streaming")
+    assert recorded.answer == answer.as_frame()
+
+
+def test_without_an_answer_reserved_a_first_message_takes_one_number(site):
+    visitor = Visitor.objects.create(site=site)
+    recorded = first_message(visitor, "Hi")
+    assert (recorded.message["seq"], recorded.answer) == (1, None)
+    assert Conversation.objects.get(pk=recorded.conversation_id).last_seq == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_first_message_is_stored_in_one_round_trip_while_the_lookups_run(site):
+    # Seen from another connection while this thread makes the lookups: both statements
+    # were sent together (the visitor is locked) and nothing is committed yet.
+    visitor = Visitor.objects.create(site=site)
+    other = other_connection()
+    seen = {}
+
+    def while_storing():
+        seen["locked"] = locked_for(other, "helpdesk_visitor", visitor.pk)
+        seen["conversations"] = other.execute(
+            "SELECT count(*) FROM helpdesk_conversation WHERE visitor_id = %s", [visitor.pk]
+        ).fetchone()[0]
+
+    try:
+        recorded = first_message(visitor, "Hello", reserve_answer=True, while_storing=while_storing)
+    finally:
+        other.close()
+    assert seen == {"locked": True, "conversations": 0}
+    assert Message.objects.get(pk=recorded.message["id"]).seq == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_tabs_first_messages_at_once_open_one_conversation(site):
+    # Both tabs wait for the visitor's lock; the second must see the conversation the first
+    # opened once the lock is its own.
+    visitor = Visitor.objects.create(site=site)
+    holder = other_connection()
+    holder.execute("BEGIN")
+    holder.execute("SELECT 1 FROM helpdesk_visitor WHERE id = %s FOR UPDATE", [visitor.pk])
+    results, errors = [], []
+
+    def tab(text):
+        try:
+            results.append(first_message(visitor, text, reserve_answer=True))
+        except Exception as error:  # reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    tabs = [threading.Thread(target=tab, args=(text,)) for text in ("From tab one", "From two")]
+    try:
+        for thread in tabs:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            waiting = holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN "
+                "('transactionid', 'tuple')"
+            ).fetchone()[0]
+            if waiting >= 2:
+                break
+            time.sleep(0.01)
+        holder.execute("COMMIT")
+        for thread in tabs:
+            thread.join(10)
+    finally:
+        holder.close()
+    assert errors == []
+    assert len({recorded.conversation_id for recorded in results}) == 1
+    assert Conversation.objects.filter(visitor=visitor).count() == 1
+    seqs = sorted(Message.objects.values_list("seq", "author"))
+    assert seqs == [(1, "visitor"), (2, "bot"), (3, "visitor"), (4, "bot")]

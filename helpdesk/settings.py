@@ -177,6 +177,11 @@ if REDIS_URL:
                             REDIS_URL, env_int("HELPDESK_REDIS_CHANNELS_DB", 0)
                         ),
                         "max_connections": env_int("HELPDESK_REDIS_MAX_CONNECTIONS", 1000),
+                        # Longer than the layer's blocking pop (BZPOPMIN, 5 s) that every
+                        # connection keeps waiting on: redis-py 8's default of 5 s cuts it
+                        # off, and each quiet socket's consumer then dies after 5 s
+                        # (django/channels_redis#422).
+                        "socket_timeout": 15,
                     }
                 ],
                 "capacity": env_int("HELPDESK_CHANNEL_CAPACITY", 200),

@@ -564,3 +564,16 @@ async def test_moderation_starts_once_the_statement_storing_the_message_is_sent(
     ]
     moderated = [r.body["input"] for r in fake_llm.requests if r.path == "/v1/moderations"]
     assert moderated == ["How long does shipping take?", "And what does shipping cost?"]
+
+
+async def test_a_quiet_connection_outlasts_the_channel_layers_blocking_wait(site):
+    # The Redis layer's receive blocks in Redis for up to 5 s at a time; a socket timeout no
+    # longer than that (redis-py 8's default) ends every connection quiet for 5 s.
+    client = await WidgetClient.opened(site.key)
+    await client.hello()
+    await asyncio.sleep(6)
+    await client.send({"type": "ping"})
+    assert (await client.receive())["type"] == "pong"
+    ack = await client.say("Still there?")
+    assert ack["type"] == "ack"
+    await client.close()

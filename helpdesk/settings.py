@@ -177,11 +177,14 @@ if REDIS_URL:
                             REDIS_URL, env_int("HELPDESK_REDIS_CHANNELS_DB", 0)
                         ),
                         "max_connections": env_int("HELPDESK_REDIS_MAX_CONNECTIONS", 1000),
-                        # Longer than the layer's blocking pop (BZPOPMIN, 5 s) that every
-                        # connection keeps waiting on: redis-py 8's default of 5 s cuts it
-                        # off, and each quiet socket's consumer then dies after 5 s
-                        # (django/channels_redis#422).
-                        "socket_timeout": 15,
+                        # No socket timeout, as before redis-py 8. Its default of 5 s cuts
+                        # off the layer's 5 s blocking pop (BZPOPMIN), and every socket
+                        # quiet for 5 s loses its consumer (django/channels_redis#422).
+                        # Any timeout also sends each command through asyncio.wait_for,
+                        # which on Python 3.11 can swallow a cancellation: a closed
+                        # socket's receive then never ends. redis-py's TCP keepalive
+                        # (on by default) still finds a dead Redis.
+                        "socket_timeout": None,
                     }
                 ],
                 "capacity": env_int("HELPDESK_CHANNEL_CAPACITY", 200),

@@ -8,6 +8,7 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
 
 from helpdesk.asgi import application
 from helpdesk.models import Conversation, Message, Visitor
@@ -577,3 +578,20 @@ async def test_a_quiet_connection_outlasts_the_channel_layers_blocking_wait(site
     ack = await client.say("Still there?")
     assert ack["type"] == "ack"
     await client.close()
+
+
+@pytest.mark.skipif(
+    "RedisChannelLayer" not in django_settings.CHANNEL_LAYERS["default"]["BACKEND"],
+    reason="the Redis channel layer's connections",
+)
+async def test_the_channel_layers_redis_commands_run_without_a_socket_timeout():
+    # With a timeout, redis-py sends each command through asyncio.wait_for, which on
+    # Python 3.11 may swallow the cancellation of a closed socket's receive: that receive
+    # then goes on forever (the browser tests' teardown saw it as connections that never
+    # closed).
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    pool = layer.connection(0).connection_pool
+    assert pool.connection_kwargs["socket_timeout"] is None
+    assert pool.connection_kwargs.get("socket_keepalive", True) is True

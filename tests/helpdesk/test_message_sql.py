@@ -447,3 +447,25 @@ def test_two_tabs_first_messages_at_once_open_one_conversation(site):
     assert Conversation.objects.filter(visitor=visitor).count() == 1
     seqs = sorted(Message.objects.values_list("seq", "author"))
     assert seqs == [(1, "visitor"), (2, "bot"), (3, "visitor"), (4, "bot")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_written_together_commit_or_roll_back_as_one(conversation):
+    ran = []
+    renamed = (
+        "UPDATE helpdesk_conversation SET language = %s WHERE id = %s",
+        ["fr", conversation.pk],
+    )
+    with pytest.raises(DataError):
+        prepared.write_together(
+            [renamed, ("SELECT 1 / CAST(%s AS int)", [0])], while_waiting=lambda: ran.append(1)
+        )
+    assert ran == [1]  # they ran pipelined
+    conversation.refresh_from_db()
+    assert conversation.language == ""
+    row = prepared.write_together(
+        [renamed, ("SELECT language FROM helpdesk_conversation WHERE id = %s", [conversation.pk])]
+    )
+    assert row == ("fr",)
+    conversation.refresh_from_db()
+    assert conversation.language == "fr"

@@ -7,7 +7,8 @@ class HandoffConfig(AppConfig):
 
     def ready(self) -> None:
         from bots import site_cache
-        from handoff.models import HandoffSettings, SensitiveTopic, Team
+        from handoff.models import HandoffSettings, SensitiveTopic, Team, Webhook
 
-        # The escalation policy is cached per site; a Team has no site, so it drops them all.
-        site_cache.watch(HandoffSettings, SensitiveTopic, Team)
+        # The escalation policy and the webhooks are cached per site; a Team has no site,
+        # so it drops them all.
+        site_cache.watch(HandoffSettings, SensitiveTopic, Team, Webhook)

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from django.db import transaction
 from django.utils import timezone
 
+from bots import site_cache
 from handoff.models import Webhook, WebhookDelivery
 
 try:
@@ -70,12 +71,15 @@ def emit_event(*, site_id: int, event: str, payload: dict | Callable[[], dict]) 
     """
     if event not in Webhook.Event.values:
         raise ValueError(f"Unknown webhook event {event!r}.")
-    # Filtered in Python: JSONField `contains` is not supported on SQLite, and a site has
-    # a handful of webhooks.
+    subscriptions = site_cache.get(site_id, _subscriptions, kind="webhooks")
+    if not any(_subscribed(events, event) for events in subscriptions):
+        return 0
+    # Read again, not from the cache: a webhook deleted meanwhile in another process would
+    # fail the deliveries' foreign key at the caller's commit.
     webhooks = [
         webhook
-        for webhook in Webhook.objects.filter(site_id=site_id, is_active=True).order_by("id")
-        if not webhook.events or event in webhook.events
+        for webhook in _active_webhooks(site_id).order_by("id")
+        if _subscribed(webhook.events, event)
     ]
     if not webhooks:
         return 0
@@ -95,6 +99,27 @@ def emit_event(*, site_id: int, event: str, payload: dict | Callable[[], dict]) 
             delivery.save(update_fields=["payload"])
             _deliver_on_commit(delivery.id)
     return len(webhooks)
+
+
+def _active_webhooks(site_id: int):
+    return Webhook.objects.filter(site_id=site_id, is_active=True)
+
+
+def _subscribed(events: list, event: str) -> bool:
+    # Filtered in Python: JSONField `contains` is not supported on SQLite, and a site has
+    # a handful of webhooks.
+    return not events or event in events
+
+
+def _subscriptions(site_id: int) -> tuple[list, ...]:
+    """The events each active webhook of the site subscribes to (empty: all of them).
+
+    Cached per process like the site's bot settings (bots.site_cache), so that a site with
+    no webhook for an event costs no query: `conversation.started` is emitted on every
+    customer's first message, before the bot answers. Another process sees a new
+    subscription after at most HELPDESK_SITE_CACHE_SECONDS.
+    """
+    return tuple(_active_webhooks(site_id).values_list("events", flat=True))
 
 
 def _deliver_on_commit(delivery_id: int) -> None:

@@ -452,3 +452,44 @@ def test_mark_abandoned_handoffs_task_calls_the_service(monkeypatch):
 
     assert mark_abandoned_handoffs_task.delay().get() == 2
     assert calls == ["called"]
+
+
+@pytest.mark.django_db
+def test_with_nothing_subscribed_an_event_costs_no_query_once_the_site_is_cached(
+    site, receiver, settings, django_assert_num_queries
+):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 60
+    make_webhook(site, f"{receiver.url}/ratings", events=[Webhook.Event.RATING_RECEIVED])
+    assert emit_event(site_id=site.id, event=HANDOFF_CREATED, payload={"handoff": 1}) == 0
+    with django_assert_num_queries(0):
+        assert emit_event(site_id=site.id, event=HANDOFF_CREATED, payload={"handoff": 2}) == 0
+
+
+@pytest.mark.django_db
+def test_a_webhook_saved_in_this_process_gets_the_next_event_despite_the_cache(
+    site, receiver, settings, django_capture_on_commit_callbacks
+):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 60
+    assert emit_event(site_id=site.id, event=HANDOFF_CREATED, payload={"handoff": 1}) == 0
+    webhook = make_webhook(site, f"{receiver.url}/handoffs", events=[HANDOFF_CREATED])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert emit_event(site_id=site.id, event=HANDOFF_CREATED, payload={"handoff": 2}) == 1
+    assert [r["path"] for r in receiver.requests] == ["/handoffs"]
+    webhook.delete()
+    assert emit_event(site_id=site.id, event=HANDOFF_CREATED, payload={"handoff": 3}) == 0
+
+
+@pytest.mark.django_db
+def test_a_webhook_deleted_by_another_process_while_cached_gets_no_delivery(
+    site, receiver, settings
+):
+    from django.db import connection
+
+    settings.HELPDESK_SITE_CACHE_SECONDS = 60
+    webhook = make_webhook(site, f"{receiver.url}/handoffs", events=[HANDOFF_CREATED])
+    assert emit_event(site_id=site.id, event=HANDOFF_CREATED, payload={"handoff": 1}) == 1
+    with connection.cursor() as cursor:  # no signal, as from another process
+        cursor.execute("DELETE FROM handoff_webhookdelivery")
+        cursor.execute("DELETE FROM handoff_webhook WHERE id = %s", [webhook.pk])
+    assert emit_event(site_id=site.id, event=HANDOFF_CREATED, payload={"handoff": 2}) == 0
+    assert not WebhookDelivery.objects.exists()

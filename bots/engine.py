@@ -222,6 +222,12 @@ def turn_reads(*, conversation_id: int) -> tuple[SnapshotRead, ...]:
     return services.turn_reads(conversation_id=conversation_id)
 
 
+def opening_turn_reads(*, site_id: int, language: str) -> tuple:
+    """What `turn_reads` would give for the message that opened its conversation (see
+    `helpdesk.services.RecordedMessage.opened_in`), to pass to `read_turn(reads=...)`."""
+    return services.opening_turn_reads(site_id=site_id, language=language)
+
+
 def read_turn(
     *,
     conversation_id: int,

@@ -249,6 +249,13 @@ def _turn_reads_sql() -> tuple[str, str]:
     return conversation, earlier
 
 
+def opening_turn_reads(*, site_id: int, language: str) -> tuple[list, None]:
+    """The values of `turn_reads` for the message that opened its conversation, known with
+    no query: the conversation took the visitor's language, and has no summary and no
+    earlier turns."""
+    return [site_id, language, language, None, None], None
+
+
 def turn_rows_of_reads(
     *, seq: int, text: str, conversation: list, earlier: list | None
 ) -> tuple[tuple, list]:

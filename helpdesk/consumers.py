@@ -147,10 +147,13 @@ def _store_and_read_turn(
         )
         if escalation is not None:
             return StoredTurn(recorded, escalation=escalation)
+        turn_reads = None if read is None else read[1:]
+        if turn_reads is None and recorded.opened_in is not None:
+            turn_reads = engine.opening_turn_reads(site_id=site_id, language=recorded.opened_in)
         turn = engine.read_turn(
             conversation_id=recorded.conversation_id,
             message_id=message["id"],
-            reads=None if read is None else read[1:],
+            reads=turn_reads,
             message=message,
             lookups=lookups[0] if lookups else None,
         )

@@ -231,7 +231,7 @@ def lock_visitor_sql() -> str:
 def opening_message_sql(*, reserve_answer: bool = False) -> str:
     """Open a conversation for the visitor with their first message as number 1, unless the
     visitor has an open conversation or the client id is stored already; one row
-    (conversation id, status, message id) when opened. With `reserve_answer`, the
+    (conversation id, status, language, message id) when opened. With `reserve_answer`, the
     bot's answer goes in as number 2, empty and streaming, and the row goes on with its id.
 
     Run after `lock_visitor_sql` in the same transaction: a statement's snapshot is taken
@@ -249,10 +249,10 @@ def opening_message_sql(*, reserve_answer: bool = False) -> str:
         f"started AS (INSERT INTO {conversations} ({columns}) SELECT {values} "  # noqa: S608
         f"FROM {visitors} v WHERE v.id = %s AND NOT EXISTS (SELECT 1 FROM existing) "
         f"AND NOT EXISTS (SELECT 1 FROM {conversations} WHERE visitor_id = %s AND status <> %s) "
-        "RETURNING id, status)",
+        "RETURNING id, status, language)",
         f"stored AS ({_insert('1', source='started', computed=_MESSAGE_OF_STARTED)})",
     ]
-    row = ["started.id", "started.status", "stored.id"]
+    row = ["started.id", "started.status", "started.language", "stored.id"]
     sources = "started CROSS JOIN stored"
     if reserve_answer:
         ctes.append(f"answer AS ({_insert('2', source='started', computed=_MESSAGE_OF_STARTED)})")

@@ -44,6 +44,9 @@ class RecordedMessage:
     # The bot's answer, stored empty and streaming right after the message, when the caller
     # asked for it and the bot has the conversation; fill it in or `release_answer` it.
     answer: dict | None = None
+    # The language of the conversation the message opened ("" when unknown); None when
+    # it went into a conversation that was open already.
+    opened_in: str | None = None
 
 
 def get_active_site(*, key: str) -> SiteInfo | None:
@@ -227,13 +230,15 @@ def _open_with_first_message(
         return None  # another tab stored the same client id meanwhile
     if row is None:
         return None
-    conversation_id, status, message_id = row[:3]
+    conversation_id, status, language, message_id = row[:4]
     message.conversation_id = conversation_id
-    recorded = _recorded(_stored_as(message, message_id, 1), status, created=True)
+    recorded = _recorded(
+        _stored_as(message, message_id, 1), status, created=True, opened_in=language
+    )
     if answer is None:
         return recorded
     answer.conversation_id = conversation_id
-    return dataclasses.replace(recorded, answer=_stored_as(answer, row[3], 2).as_frame())
+    return dataclasses.replace(recorded, answer=_stored_as(answer, row[4], 2).as_frame())
 
 
 def release_answer(answer: dict) -> None:
@@ -296,7 +301,7 @@ def record_visitor_message(
             return recorded
     try:
         with transaction.atomic():
-            taken = None
+            taken = opened_in = None
             if conversation_id is not None:
                 existing = _stored_with_client_id(visitor_id=visitor_id, client_id=client_id)
                 if existing is not None:
@@ -318,6 +323,7 @@ def record_visitor_message(
                 conversation_id = conversation.pk
                 if started:
                     taken = (conversation.last_seq, conversation.status)
+                    opened_in = conversation.language
                 else:
                     taken = _take_seq(conversation_id, reserve_answer=reserve_answer)
             last_seq, status = taken
@@ -327,7 +333,7 @@ def record_visitor_message(
             answer = _reserved_answer(conversation_id, seq=last_seq) if with_answer else None
             # One INSERT, with the answer when there is one.
             Message.objects.bulk_create([message] if answer is None else [message, answer])
-            recorded = _recorded(message, status, created=True)
+            recorded = _recorded(message, status, created=True, opened_in=opened_in)
             if answer is None:
                 return recorded
             return dataclasses.replace(recorded, answer=answer.as_frame())
@@ -391,12 +397,15 @@ def open_conversation(*, visitor_id: int) -> int:
         return _open_conversation(visitor)[0].pk
 
 
-def _recorded(message: Message, status: str, *, created: bool) -> RecordedMessage:
+def _recorded(
+    message: Message, status: str, *, created: bool, opened_in: str | None = None
+) -> RecordedMessage:
     return RecordedMessage(
         message=message.as_frame(),
         conversation_id=message.conversation_id,
         conversation_status=status,
         created=created,
+        opened_in=opened_in,
     )
 
 

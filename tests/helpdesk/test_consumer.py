@@ -595,3 +595,28 @@ async def test_the_channel_layers_redis_commands_run_without_a_socket_timeout():
     pool = layer.connection(0).connection_pool
     assert pool.connection_kwargs["socket_timeout"] is None
     assert pool.connection_kwargs.get("socket_keepalive", True) is True
+
+
+async def test_a_first_messages_turn_is_read_without_querying_its_conversation(
+    site, fake_llm, monkeypatch
+):
+    # The message that opens a conversation brings back the conversation's language; its
+    # summary and earlier turns are known to be empty.
+    from bots import services as bot_services
+
+    queried = []
+    turn_rows = bot_services._turn_rows
+
+    def watched(**kwargs):
+        queried.append(kwargs)
+        return turn_rows(**kwargs)
+
+    monkeypatch.setattr(bot_services, "_turn_rows", watched)
+    client = await WidgetClient.opened(site.key)
+    await client.say("How long does shipping take?")
+    _deltas, done = await client.answer()
+    await client.close()
+    assert done["state"] == "complete"
+    assert queried == []
+    chat = [r.body for r in fake_llm.requests if r.path == "/v1/chat/completions"]
+    assert chat[0]["messages"][-1] == {"role": "user", "content": "How long does shipping take?"}

@@ -154,3 +154,24 @@ def test_a_resend_of_a_first_message_returns_it_without_a_second_conversation(si
     )
     assert Conversation.objects.count() == 1
     assert Message.objects.count() == 2
+
+
+def test_a_first_message_says_it_opened_the_conversation_and_in_which_language(site):
+    visitor = Visitor.objects.create(site=site, language="zh")
+    first = record_visitor_message(
+        visitor_id=visitor.pk, client_id=uuid.uuid4(), text="你好", reserve_answer=True
+    )
+    assert (first.opened_in, first.conversation_id) == (
+        "zh",
+        Conversation.objects.get(visitor=visitor, language="zh").pk,
+    )
+    later = record_visitor_message(
+        visitor_id=visitor.pk,
+        client_id=uuid.uuid4(),
+        text="还在吗",
+        conversation_id=first.conversation_id,
+    )
+    # Into the open conversation, by the statement and by the ORM's path (no id given).
+    unseen = record_visitor_message(visitor_id=visitor.pk, client_id=uuid.uuid4(), text="喂")
+    assert (later.opened_in, unseen.opened_in) == (None, None)
+    assert unseen.conversation_id == first.conversation_id

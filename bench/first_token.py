@@ -35,6 +35,7 @@ SQLite file and the in-memory layer.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -156,13 +157,20 @@ print(json.dumps(out))
 """
 
 
-async def run_conversation(
-    url: str, origin: str, turns: int, timings: dict, pause: float = 0.0
-) -> None:
+@contextlib.asynccontextmanager
+async def synced_widget(url: str, origin: str):
+    """A new visitor's widget connection, past its hello."""
     async with websockets.connect(url, origin=origin, max_size=2**20) as ws:
         await ws.send(json.dumps({"type": "hello", "token": None, "after": 0}))
         while json.loads(await ws.recv())["type"] != "synced":
             pass
+        yield ws
+
+
+async def run_conversation(
+    url: str, origin: str, turns: int, timings: dict, pause: float = 0.0
+) -> None:
+    async with synced_widget(url, origin) as ws:
         for n in range(turns):
             started = time.perf_counter()
             words = " ".join(WORDS[(n * 7 + k * 3) % len(WORDS)] for k in range(4))
@@ -192,10 +200,7 @@ async def run_conversation(
 
 
 async def measure_round_trips(url: str, origin: str, count: int, pause: float) -> list[float]:
-    async with websockets.connect(url, origin=origin, max_size=2**20) as ws:
-        await ws.send(json.dumps({"type": "hello", "token": None, "after": 0}))
-        while json.loads(await ws.recv())["type"] != "synced":
-            pass
+    async with synced_widget(url, origin) as ws:
         round_trips = []
         # The connection's first ping also marks the visitor present (a database write).
         for n in range(count + 1):

@@ -1,6 +1,9 @@
 """bots.llm.stream_chat against the fake OpenAI-compatible server: the request it sends and
 how it reads the stream."""
 
+import asyncio
+
+import openai
 import pytest
 
 from bots import llm
@@ -76,3 +79,22 @@ async def test_a_provider_error_is_raised_as_its_class_name_with_the_status_only
         await read_all(model="gpt-4o-mini", messages=MESSAGES[:2], **PARAMETERS)
     assert raised.value.kind == "RateLimitError"
     assert str(raised.value) == "RateLimitError: HTTP 429"
+
+
+async def test_calls_go_through_the_sdks_aiohttp_transport(fake_llm):
+    fake_llm.script(Reply(text="One."))
+    client = llm.get_client()
+    assert isinstance(client._client, openai.DefaultAioHttpClient)
+    assert [p async for p in llm.stream_chat(model="m", messages=MESSAGES[:2], **PARAMETERS)]
+
+
+def test_a_loops_client_is_closed_when_the_loop_shuts_down(fake_llm):
+    fake_llm.script(Reply(text="One."))
+
+    async def ask() -> openai.AsyncOpenAI:
+        await read_all(model="m", messages=MESSAGES[:2], **PARAMETERS)
+        return llm.get_client()
+
+    client = asyncio.run(ask())
+    # Else aiohttp reports the session and its connections as unclosed when collected.
+    assert client.is_closed()

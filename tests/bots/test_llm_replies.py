@@ -3,7 +3,7 @@
 import pytest
 from channels.db import database_sync_to_async
 
-from bots.models import BotConfig
+from bots.models import BotConfig, LLMCall
 from helpdesk.models import Message
 from tests.fake_llm import Reply
 from tests.widget_client import WidgetClient
@@ -130,6 +130,11 @@ async def test_a_stream_that_dies_midway_keeps_what_was_shown_as_interrupted(sit
         ("system", "complete"),
     ]
     await client.close()
+    outcomes = await database_sync_to_async(
+        lambda: list(LLMCall.objects.filter(kind="chat").values_list("outcome", flat=True))
+    )()
+    # The cut-short body, as the SDK reports it through its aiohttp transport.
+    assert outcomes == ["APIConnectionError"]
 
 
 async def test_a_provider_that_times_out_gets_the_same_clear_notice(site, fake_llm, settings):

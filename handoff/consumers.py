@@ -89,9 +89,7 @@ class AgentConsumer(WebsocketConsumer):
         for site_id in getattr(self, "site_ids", ()):
             await self.channel_layer.group_discard(agents_group(site_id), self.channel_name)
         for conversation_id in getattr(self, "following", ()):
-            await self.channel_layer.group_discard(
-                conversation_group(conversation_id), self.channel_name
-            )
+            await self.leave_group(conversation_group(conversation_id))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         client_id = None
@@ -135,18 +133,14 @@ class AgentConsumer(WebsocketConsumer):
             raise HandoffError("not_found", "No such conversation.")
         if conversation_id not in self.following:
             self.following.add(conversation_id)
-            await self.channel_layer.group_add(
-                conversation_group(conversation_id), self.channel_name
-            )
+            await self.join_group(conversation_group(conversation_id))
         await self.send_frame({"type": "transcript", **transcript})
 
     async def on_close(self, frame: dict) -> None:
         conversation_id = _int(frame, "conversation")
         if conversation_id in self.following:
             self.following.discard(conversation_id)
-            await self.channel_layer.group_discard(
-                conversation_group(conversation_id), self.channel_name
-            )
+            await self.leave_group(conversation_group(conversation_id))
 
     async def on_claim(self, frame: dict) -> None:
         handoff = await database_sync_to_async(services.claim_handoff)(

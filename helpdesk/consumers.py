@@ -31,17 +31,24 @@ from helpdesk import services
 from helpdesk.languages import supported_language
 from helpdesk.models import Conversation, normalize_origin
 from helpdesk.protocol import ProtocolError, parse_client_frame
-from helpdesk.websocket import OrderedGroupSends, WebsocketConsumer
+from helpdesk.websocket import OrderedGroupSends, WebsocketConsumer, group_size
 
 logger = logging.getLogger(__name__)
 
-# Answers keep running after their socket closes, so the customer finds them on reconnect.
+# Answers keep running after their socket closes, so the customer finds them on reconnect;
+# so does a count of a conversation's connections (`keep_running`).
 _running_answers: set[asyncio.Task] = set()
 
 # How long after its message is committed an ack waits at most for the rest of the trip.
 _ACK_LATEST_SECONDS = 0.005
 # How long the ORM thread waits for the event loop to send an ack it needs out first.
 _ACK_WAIT_SECONDS = 1.0
+
+# An answer's frames that only show it being written. Their copies for the conversation's
+# group are left out while no other connection follows it: one that joins meanwhile, before
+# it is heard of, misses some of them, as it would have by joining a moment later, and
+# still gets the stored message itself (`done`, notices, the customer's echo).
+_FLEETING = ("delta", "typing")
 
 # Conversation statuses in which a handoff may be open (queue place or agent to tell about).
 _WITH_A_PERSON = (Conversation.Status.WAITING, Conversation.Status.HUMAN)
@@ -204,6 +211,11 @@ class WidgetConsumer(WebsocketConsumer):
     bot_has_chat = True
     # Answers scheduled and not yet finished on this connection.
     answers_pending = 0
+    # No other connection follows the conversation (another tab, an agent), as last
+    # counted: the group gets no copies of this connection's fleeting frames. Any joiner
+    # announces itself (`group_joined`); a count that ran meanwhile is ignored.
+    alone = False
+    joins_heard = 0
 
     async def connect(self) -> None:
         headers = {
@@ -227,9 +239,7 @@ class WidgetConsumer(WebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.closed = True
         if self.conversation_id is not None:
-            await self.channel_layer.group_discard(
-                conversation_group(self.conversation_id), self.channel_name
-            )
+            await self.leave_group(conversation_group(self.conversation_id))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         frame_type = None
@@ -374,7 +384,7 @@ class WidgetConsumer(WebsocketConsumer):
             moderation = None
         if bot_answers:
             self.answers_pending += 1
-            task = asyncio.create_task(
+            self.keep_running(
                 self.answer(
                     recorded.conversation_id,
                     recorded.message,
@@ -384,8 +394,12 @@ class WidgetConsumer(WebsocketConsumer):
                     reserved=recorded.answer,
                 )
             )
-            _running_answers.add(task)
-            task.add_done_callback(_running_answers.discard)
+
+    def keep_running(self, work) -> None:
+        """Run `work` to its end even if this connection closes."""
+        task = asyncio.ensure_future(work)
+        _running_answers.add(task)
+        task.add_done_callback(_running_answers.discard)
 
     async def acknowledge(self, client_id, recorded: services.RecordedMessage) -> None:
         """Send the ack and the echo to the conversation's other connections (other tabs, an
@@ -510,14 +524,33 @@ class WidgetConsumer(WebsocketConsumer):
         if conversation_id == self.conversation_id:
             return
         if self.conversation_id is not None:
-            await self.channel_layer.group_discard(
-                conversation_group(self.conversation_id), self.channel_name
-            )
+            await self.leave_group(conversation_group(self.conversation_id))
         self.conversation_id = conversation_id
+        self.alone = False
         if conversation_id is not None:
-            await self.channel_layer.group_add(
-                conversation_group(conversation_id), self.channel_name
-            )
+            await self.join_group(conversation_group(conversation_id))
+            self.keep_running(self.count_company(conversation_id))
+
+    async def count_company(self, conversation_id: int) -> None:
+        """Count the conversation's group, off the customer's path; alone if this connection
+        is all it has, unless someone announced joining while it was counted."""
+        joins = self.joins_heard
+        try:
+            size = await group_size(self.channel_layer, conversation_group(conversation_id))
+        except Exception:
+            logger.exception("Counting the connections of conversation %s failed", conversation_id)
+            return
+        if size == 1 and self.conversation_id == conversation_id and self.joins_heard == joins:
+            self.alone = True
+
+    async def group_joined(self, event: dict) -> None:
+        if event["channel"] != self.channel_name:
+            self.joins_heard += 1
+            self.alone = False
+
+    async def group_left(self, event: dict) -> None:
+        if event["channel"] != self.channel_name and self.conversation_id is not None:
+            self.keep_running(self.count_company(self.conversation_id))
 
     async def replay(self, *, after: int) -> None:
         if self.conversation_id is not None:
@@ -686,6 +719,8 @@ class AnswerRelay:
             except OSError:
                 # The customer left mid-answer; a reconnect finds the rest in the group.
                 consumer.closed = True
+        if skip is not None and consumer.alone and frame["type"] in _FLEETING:
+            return
         consumer.group_sends.send(
             conversation_group(self.conversation_id),
             {"type": "conversation.frame", "frame": event, "skip": skip},

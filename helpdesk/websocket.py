@@ -2,9 +2,12 @@
 
 import asyncio
 import logging
+import time
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import InMemoryChannelLayer
+from channels_redis.core import RedisChannelLayer
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +24,34 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
     answer included.
     """
 
+    _presence_sends: "OrderedGroupSends | None" = None
+
     async def dispatch(self, message: dict) -> None:
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def join_group(self, group: str) -> None:
+        """Follow a conversation's group, and tell its other members (`group_joined`): one
+        that thought it was alone sends the copies of its frames again."""
+        await self.channel_layer.group_add(group, self.channel_name)
+        self._presence().send(group, {"type": "group.joined", "channel": self.channel_name})
+
+    async def leave_group(self, group: str) -> None:
+        await self.channel_layer.group_discard(group, self.channel_name)
+        self._presence().send(group, {"type": "group.left", "channel": self.channel_name})
+
+    def _presence(self) -> "OrderedGroupSends":
+        if self._presence_sends is None:
+            self._presence_sends = OrderedGroupSends(self.channel_layer)
+        return self._presence_sends
+
+    async def group_joined(self, event: dict) -> None:
+        """Another connection follows a group of this one."""
+
+    async def group_left(self, event: dict) -> None:
+        """Another connection stopped following a group of this one."""
 
 
 class OrderedGroupSends:
@@ -64,3 +90,19 @@ class OrderedGroupSends:
 
 # Sends in flight, kept from the garbage collector until they are done.
 _sending: set[asyncio.Task] = set()
+
+
+async def group_size(layer, group: str) -> int | None:
+    """How many channels follow the group now, or None when the layer cannot tell.
+
+    Channels has no API for it; this reads the group as the two layers Helpdesk runs on
+    store it: channels-redis in a sorted set scored by join time (expired entries are
+    left out, as its group_send leaves them out), the in-memory layer in a dict.
+    """
+    if isinstance(layer, RedisChannelLayer):
+        connection = layer.connection(layer.consistent_hash(group))
+        fresh = int(time.time()) - layer.group_expiry
+        return await connection.zcount(layer._group_key(group), fresh, "+inf")
+    if isinstance(layer, InMemoryChannelLayer):
+        return len(layer.groups.get(group, ()))
+    return None

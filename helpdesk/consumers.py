@@ -31,7 +31,7 @@ from helpdesk import services
 from helpdesk.languages import supported_language
 from helpdesk.models import Conversation, normalize_origin
 from helpdesk.protocol import ProtocolError, parse_client_frame
-from helpdesk.websocket import OrderedGroupSends, WebsocketConsumer, group_size
+from helpdesk.websocket import WebsocketConsumer, group_size
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +233,6 @@ class WidgetConsumer(WebsocketConsumer):
         self.user_agent = headers.get("user-agent", "")
         self.recent_messages: deque[float] = deque()
         self.answer_lock = asyncio.Lock()
-        self.group_sends = OrderedGroupSends(self.channel_layer)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import time
+from functools import cached_property
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -24,8 +25,6 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
     answer included.
     """
 
-    _presence_sends: "OrderedGroupSends | None" = None
-
     async def dispatch(self, message: dict) -> None:
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -36,16 +35,16 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         """Follow a conversation's group, and tell its other members (`group_joined`): one
         that thought it was alone sends the copies of its frames again."""
         await self.channel_layer.group_add(group, self.channel_name)
-        self._presence().send(group, {"type": "group.joined", "channel": self.channel_name})
+        self.group_sends.send(group, {"type": "group.joined", "channel": self.channel_name})
 
     async def leave_group(self, group: str) -> None:
         await self.channel_layer.group_discard(group, self.channel_name)
-        self._presence().send(group, {"type": "group.left", "channel": self.channel_name})
+        self.group_sends.send(group, {"type": "group.left", "channel": self.channel_name})
 
-    def _presence(self) -> "OrderedGroupSends":
-        if self._presence_sends is None:
-            self._presence_sends = OrderedGroupSends(self.channel_layer)
-        return self._presence_sends
+    @cached_property
+    def group_sends(self) -> "OrderedGroupSends":
+        """This connection's sends to its groups, in the order it asked for them."""
+        return OrderedGroupSends(self.channel_layer)
 
     async def group_joined(self, event: dict) -> None:
         """Another connection follows a group of this one."""

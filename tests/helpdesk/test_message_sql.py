@@ -298,24 +298,34 @@ def locked_for(other: psycopg.Connection, table: str, row_id: int) -> bool:
     return False
 
 
+def seen_while_storing(stores, *, locked: tuple[str, int], count: str):
+    """What another connection sees while `stores(while_storing=...)` runs its lookups:
+    whether the row `locked` (table, id) is locked, and `count` for that id. Returns that
+    and what `stores` returned."""
+    other = other_connection()
+    table, row_id = locked
+    seen = {}
+
+    def while_storing():
+        seen["locked"] = locked_for(other, table, row_id)
+        seen["count"] = other.execute(count, [row_id]).fetchone()[0]
+
+    try:
+        return seen, stores(while_storing)
+    finally:
+        other.close()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_what_runs_while_storing_runs_while_postgresql_runs_the_statement(conversation):
     # Seen from another connection: the statement holds the conversation's row and has not
     # committed the message yet.
-    other = other_connection()
-    seen = {}
-
-    def while_storing():
-        seen["locked"] = locked_for(other, "helpdesk_conversation", conversation.pk)
-        seen["visible"] = other.execute(
-            "SELECT count(*) FROM helpdesk_message WHERE conversation_id = %s", [conversation.pk]
-        ).fetchone()[0]
-
-    try:
-        recorded = store(conversation, "Hello", while_storing=while_storing)
-    finally:
-        other.close()
-    assert seen == {"locked": True, "visible": 0}
+    seen, recorded = seen_while_storing(
+        lambda while_storing: store(conversation, "Hello", while_storing=while_storing),
+        locked=("helpdesk_conversation", conversation.pk),
+        count="SELECT count(*) FROM helpdesk_message WHERE conversation_id = %s",
+    )
+    assert seen == {"locked": True, "count": 0}
     assert Message.objects.get(pk=recorded.message["id"]).text == "Hello"
 
 
@@ -389,20 +399,14 @@ def test_a_first_message_is_stored_in_one_round_trip_while_the_lookups_run(site)
     # Seen from another connection while this thread makes the lookups: both statements
     # were sent together (the visitor is locked) and nothing is committed yet.
     visitor = Visitor.objects.create(site=site)
-    other = other_connection()
-    seen = {}
-
-    def while_storing():
-        seen["locked"] = locked_for(other, "helpdesk_visitor", visitor.pk)
-        seen["conversations"] = other.execute(
-            "SELECT count(*) FROM helpdesk_conversation WHERE visitor_id = %s", [visitor.pk]
-        ).fetchone()[0]
-
-    try:
-        recorded = first_message(visitor, "Hello", reserve_answer=True, while_storing=while_storing)
-    finally:
-        other.close()
-    assert seen == {"locked": True, "conversations": 0}
+    seen, recorded = seen_while_storing(
+        lambda while_storing: first_message(
+            visitor, "Hello", reserve_answer=True, while_storing=while_storing
+        ),
+        locked=("helpdesk_visitor", visitor.pk),
+        count="SELECT count(*) FROM helpdesk_conversation WHERE visitor_id = %s",
+    )
+    assert seen == {"locked": True, "count": 0}
     assert Message.objects.get(pk=recorded.message["id"]).seq == 1
 
 

@@ -91,10 +91,11 @@ async def test_calls_go_through_the_sdks_aiohttp_transport(fake_llm):
 def test_a_loops_client_is_closed_when_the_loop_shuts_down(fake_llm):
     fake_llm.script(Reply(text="One."))
 
-    async def ask() -> openai.AsyncOpenAI:
+    async def ask() -> tuple:
         await read_all(model="m", messages=MESSAGES[:2], **PARAMETERS)
-        return llm.get_client()
+        return llm.get_client(), llm.http_session()
 
-    client = asyncio.run(ask())
-    # Else aiohttp reports the session and its connections as unclosed when collected.
+    client, session = asyncio.run(ask())
+    # Else aiohttp reports the sessions and their connections as unclosed when collected.
     assert client.is_closed()
+    assert session.closed

@@ -4,6 +4,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from time import monotonic
@@ -11,7 +12,7 @@ from time import monotonic
 import openai
 import pytest
 
-from bots import moderation
+from bots import llm, moderation
 from bots.moderation import BannedWords, ProviderModeration, banned_words_for
 
 # -- banned words ------------------------------------------------------------------------
@@ -96,6 +97,9 @@ def forget_unsupported_providers(monkeypatch):
 class _StatusServer(ThreadingHTTPServer):
     status = 500
     hits = 0
+    # The first this many requests get no answer: the server closes their connection.
+    dropped = 0
+    delay = 0.0
 
 
 class _StatusHandler(BaseHTTPRequestHandler):
@@ -104,7 +108,14 @@ class _StatusHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         self.server.hits += 1
-        body = json.dumps({"error": {"message": "nope", "type": "x", "code": None}}).encode()
+        if self.server.hits <= self.server.dropped:
+            self.close_connection = True
+            return
+        time.sleep(self.server.delay)
+        if self.server.status == 200:
+            body = json.dumps({"model": "m", "results": [{"flagged": False}]}).encode()
+        else:
+            body = json.dumps({"error": {"message": "nope", "type": "x", "code": None}}).encode()
         self.send_response(self.server.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -116,10 +127,11 @@ class _StatusHandler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def status_server(status: int) -> Iterator[_StatusServer]:
-    """A loopback server answering every request with `status`, counting requests."""
+def status_server(status: int, *, dropped: int = 0, delay: float = 0.0) -> Iterator[_StatusServer]:
+    """A loopback server answering every request with `status` (after `delay` seconds),
+    counting requests; it closes the connection of the first `dropped` unanswered."""
     server = _StatusServer(("127.0.0.1", 0), _StatusHandler)
-    server.status = status
+    server.status, server.dropped, server.delay = status, dropped, delay
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
@@ -227,3 +239,83 @@ async def test_an_unreachable_provider_fails_open():
         result = await moderation.moderate_with_provider(client, "hello")
     assert result is not None
     assert (result.flagged, result.outcome) == (False, "APIConnectionError")
+
+
+async def test_the_request_carries_the_clients_key_organization_and_project(fake_llm_server):
+    fake_llm_server.reset()
+    client = openai.AsyncOpenAI(
+        api_key="sk-site",
+        organization="org-7",
+        project="proj-9",
+        base_url=fake_llm_server.base_url,
+    )
+    async with client:
+        result = await moderation.moderate_with_provider(client, "How long does shipping take?")
+    assert result is not None
+    assert result.outcome == "ok"
+    [request] = [r for r in fake_llm_server.requests if r.path == "/v1/moderations"]
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    assert headers["authorization"] == "Bearer sk-site"
+    assert headers["openai-organization"] == "org-7"
+    assert headers["openai-project"] == "proj-9"
+    assert headers["content-type"] == "application/json"
+    assert request.body == {"input": "How long does shipping take?"}
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [(429, "RateLimitError"), (401, "AuthenticationError"), (503, "InternalServerError")],
+)
+async def test_a_failed_status_is_named_as_the_sdk_names_it(status, outcome):
+    with status_server(status) as server:
+        async with client_for(base_url_of(server)) as client:
+            result = await moderation.moderate_with_provider(client, "hello")
+    assert result is not None
+    assert (result.flagged, result.outcome) == (False, outcome)
+    assert server.hits == 1, "the answer waits for the verdict: no retries"
+
+
+async def test_a_connection_the_provider_closed_is_retried_once():
+    with status_server(200, dropped=1) as server:
+        async with client_for(base_url_of(server)) as client:
+            result = await moderation.moderate_with_provider(client, "hello")
+    assert result is not None
+    assert (result.outcome, result.model) == ("ok", "m")
+    assert server.hits == 2
+
+
+async def test_a_provider_that_keeps_closing_the_connection_fails_open_after_one_retry():
+    with status_server(200, dropped=5) as server:
+        async with client_for(base_url_of(server)) as client:
+            result = await moderation.moderate_with_provider(client, "hello")
+    assert result is not None
+    assert (result.flagged, result.outcome) == (False, "APIConnectionError")
+    assert server.hits == 2
+
+
+async def test_a_slow_provider_times_out_and_fails_open(monkeypatch):
+    monkeypatch.setattr(moderation, "_MODERATION_TIMEOUT", 0.2)
+    with status_server(200, delay=1.0) as server:
+        async with client_for(base_url_of(server)) as client:
+            result = await moderation.moderate_with_provider(client, "hello")
+    assert result is not None
+    assert (result.flagged, result.outcome) == (False, "APITimeoutError")
+    assert result.total_ms < 900
+
+
+@pytest.mark.parametrize("bypassed", [False, True])
+async def test_the_environments_proxy_is_used_unless_the_provider_is_exempt(
+    bypassed, settings, monkeypatch
+):
+    with status_server(200) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        if bypassed:
+            monkeypatch.setenv("NO_PROXY", "provider.invalid")
+        settings.OPENAI_BASE_URL = "http://provider.invalid/v1"
+        result = await moderation.moderate_with_provider(llm.get_client(), "hello")
+    assert result is not None
+    if bypassed:
+        # Asked directly, a host that cannot exist does not answer.
+        assert (proxy.hits, result.outcome) == (0, "APIConnectionError")
+    else:
+        assert (proxy.hits, result.outcome) == (1, "ok")

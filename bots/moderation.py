@@ -99,12 +99,20 @@ _STATUS_ERRORS = {
     422: "UnprocessableEntityError",
     429: "RateLimitError",
 }
-_headers_of: "weakref.WeakKeyDictionary[openai.AsyncOpenAI, dict[str, str]]"
-_headers_of = weakref.WeakKeyDictionary()
+# client -> what its every moderation request carries: its URL, headers and timeout. A
+# client is replaced, not changed, when its settings change (`bots.llm.get_client`).
+_requests_of: "weakref.WeakKeyDictionary[openai.AsyncOpenAI, dict]"
+_requests_of = weakref.WeakKeyDictionary()
 
 
 class _Unsupported(Exception):
     """The provider answered 400 or 404: it has no moderation endpoint."""
+
+
+class _StatusError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 async def moderate_with_provider(
@@ -166,34 +174,22 @@ async def moderate_with_provider(
 
 async def _post(client: openai.AsyncOpenAI, body: dict) -> object:
     """POST body to the provider's /moderations; its JSON answer."""
-    request = {
-        "url": str(client.base_url).rstrip("/") + "/moderations",
-        "data": json.dumps(body, ensure_ascii=False).encode(),
-        "headers": _headers(client),
-        "timeout": aiohttp.ClientTimeout(
-            total=_MODERATION_TIMEOUT, sock_connect=settings.HELPDESK_LLM_CONNECT_TIMEOUT
-        ),
-    }
+    session = http_session()
+    data = json.dumps(body, ensure_ascii=False).encode()
     try:
-        return await _post_once(request)
+        return await _post_once(session, client, data)
     except aiohttp.ServerDisconnectedError:
         # A kept-alive connection the provider had closed: once more, on a new one.
-        return await _post_once(request)
+        return await _post_once(session, client, data)
 
 
-async def _post_once(request: dict) -> object:
-    async with http_session().post(**request) as response:
+async def _post_once(session: aiohttp.ClientSession, client: openai.AsyncOpenAI, data: bytes):
+    async with session.post(data=data, **_request_of(client)) as response:
         if response.status in (400, 404):
             raise _Unsupported(f"HTTP {response.status}")
         if response.status >= 300:
             raise _StatusError(response.status)
         return json.loads(await response.read())
-
-
-class _StatusError(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
 
 
 def _outcome_of(exc: Exception) -> str:
@@ -211,13 +207,21 @@ def _outcome_of(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def _headers(client: openai.AsyncOpenAI) -> dict[str, str]:
-    """The headers the SDK sends with the client's requests, its key included."""
-    headers = _headers_of.get(client)
-    if headers is None:
+def _request_of(client: openai.AsyncOpenAI) -> dict:
+    """The URL, the headers the SDK sends with the client's requests (its key included) and
+    the timeout of the client's moderation requests."""
+    request = _requests_of.get(client)
+    if request is None:
         headers = {
             name: value for name, value in client.default_headers.items() if isinstance(value, str)
         }
         headers["Authorization"] = f"Bearer {client.api_key}"
-        _headers_of[client] = headers
-    return headers
+        request = {
+            "url": str(client.base_url).rstrip("/") + "/moderations",
+            "headers": headers,
+            "timeout": aiohttp.ClientTimeout(
+                total=_MODERATION_TIMEOUT, sock_connect=settings.HELPDESK_LLM_CONNECT_TIMEOUT
+            ),
+        }
+        _requests_of[client] = request
+    return request

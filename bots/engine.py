@@ -243,17 +243,11 @@ def read_turn(
     only the lookups (curated answers, retrieval) are left to do, unless `lookups_ahead`
     made them already. A turn the response cache may answer comes with its cached answer.
     """
-    rows = None
-    if reads is not None:
-        conversation, earlier = reads
-        rows = services.turn_rows_of_reads(
-            seq=message["seq"], text=message["text"], conversation=conversation, earlier=earlier
-        )
     turn = services.prepare_turn(
         conversation_id=conversation_id,
         message_id=message_id,
         snippet_limit=SNIPPETS_PER_PROMPT,
-        rows=rows,
+        rows=None if reads is None else _rows_of_reads(reads, message),
         lookups=lookups,
     )
     cache_key = _cache_key(turn) if turn.curated is None else None
@@ -262,6 +256,39 @@ def read_turn(
     # Here rather than on the event loop: the cache's async API would come back to this
     # thread for it, behind whatever the ORM does meanwhile.
     return replace(turn, cached_answer=shared_cache().get(cache_key))
+
+
+def read_turn_from_caches(
+    *,
+    conversation_id: int,
+    message_id: int,
+    reads: tuple,
+    message: dict,
+    lookups: services.Lookups | None,
+) -> services.Turn | None:
+    """`read_turn` with no I/O, for the event loop: None where it would need some (the
+    site's settings or the lookups not cached, a monthly budget to check, the response
+    cache to ask); then `read_turn` reads it in the ORM thread."""
+    if lookups is None:
+        return None
+    turn = services.prepare_turn(
+        conversation_id=conversation_id,
+        message_id=message_id,
+        snippet_limit=SNIPPETS_PER_PROMPT,
+        rows=_rows_of_reads(reads, message),
+        lookups=lookups,
+        cached_only=True,
+    )
+    if turn is None or (turn.curated is None and _cache_key(turn) is not None):
+        return None
+    return turn
+
+
+def _rows_of_reads(reads: tuple, message: dict) -> tuple[tuple, list]:
+    conversation, earlier = reads
+    return services.turn_rows_of_reads(
+        seq=message["seq"], text=message["text"], conversation=conversation, earlier=earlier
+    )
 
 
 def lookups_ahead(*, site_id: int, question: str) -> services.Lookups | None:

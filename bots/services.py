@@ -322,10 +322,15 @@ def prepare_turn(
     snippet_limit: int,
     rows: tuple[tuple, list] | None = None,
     lookups: Lookups | None = None,
-) -> Turn:
+    cached_only: bool = False,
+) -> Turn | None:
     """Read the turn and do its lookups (curated answers, retrieval) in one trip; `rows`
     when the caller read them already (`turn_reads`), `lookups` when it made them already
-    (`cached_lookups`; made again if the site's settings have changed since)."""
+    (`cached_lookups`; made again if the site's settings have changed since).
+
+    With `cached_only` (and `rows`), no I/O at all: None where the turn would need some
+    (the site's settings not cached, the lookups not made or out of date, a monthly token
+    budget to check)."""
     limit = settings.HELPDESK_HISTORY_TURNS
     if rows is None:
         rows = _turn_rows(conversation_id=conversation_id, message_id=message_id, limit=limit)
@@ -346,7 +351,12 @@ def prepare_turn(
         or len(recent) == limit
         or any(author == Message.Author.VISITOR for author, _text in recent[1:])
     )
-    site = site_cache.get(site_id, load_site_bundle)
+    if cached_only:
+        site = site_cache.peek(site_id)
+        if not isinstance(site, SiteBundle) or site.bot.monthly_token_budget is not None:
+            return None
+    else:
+        site = site_cache.get(site_id, load_site_bundle)
     state = site.state
     bot = site.bot
     language = conversation_language or visitor_language or site.default_language
@@ -354,6 +364,8 @@ def prepare_turn(
         # The site answers only in its listed languages; the first is its fallback.
         language = bot.languages[0]
     if lookups is None or lookups.site is not site or lookups.question != text:
+        if cached_only:
+            return None
         lookups = _look_up(
             site,
             text,

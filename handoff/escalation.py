@@ -80,11 +80,13 @@ def _recent_outcomes(conversation_id: int, before_seq: int | None, limit: int) -
     return tuple(bot_outcome(source, text, state) for _seq, source, text, state in reversed(rows))
 
 
-def recent_outcomes_read(*, conversation_id: int, site_id: int) -> message_sql.SnapshotRead:
+def recent_outcomes_read(
+    *, conversation_id: int, site_id: int, policy: PolicyConfig | None = None
+) -> message_sql.SnapshotRead:
     """The bot's recent outcomes as a read of the statement that stores the customer's next
     message (it sees the conversation without that message); decode with
-    `outcomes_of_read`."""
-    limit = PolicyConfig.for_site(site_id).failure_threshold
+    `outcomes_of_read`. `policy` is the site's, when the caller has it."""
+    limit = (policy or PolicyConfig.for_site(site_id)).failure_threshold
     return message_sql.SnapshotRead(
         _outcomes_read_sql(), tuple(_outcomes_params(conversation_id, None, limit))
     )
@@ -149,6 +151,16 @@ def maybe_escalate(
         # robust: a broker that is down must not fail the bot's answer; the lexicon stands.
         transaction.on_commit(lambda: check_sentiment_task.delay(message_id), robust=True)
     return None
+
+
+def lets_bot_answer(*, policy: PolicyConfig, text: str, recent_outcomes: tuple[str, ...]) -> bool:
+    """Whether `maybe_escalate` would leave the message to the bot and do nothing more, told
+    with no I/O from the site's `policy` and the bot's recent outcomes: no rule fires, and
+    no sentiment check is to be scheduled."""
+    decision = evaluate(TurnFacts(text=text, recent_bot_outcomes=recent_outcomes), policy)
+    if decision.escalate:
+        return False
+    return not (policy.sentiment_check and sentiment.wanted(sentiment_llm=policy.sentiment_llm))
 
 
 def escalate_on_sentiment(*, message_id: int) -> "services.Escalation | None":

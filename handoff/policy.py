@@ -84,6 +84,12 @@ class PolicyConfig:
         return site_cache.get(site_id, cls.load, kind="policy")
 
     @classmethod
+    def cached(cls, site_id: int) -> "PolicyConfig | None":
+        """`for_site` if the site's policy is cached in this process, else None; no query."""
+        config = site_cache.peek(site_id, kind="policy")
+        return config if isinstance(config, cls) else None
+
+    @classmethod
     def load(cls, site_id: int) -> "PolicyConfig":
         """The site's policy; model defaults when it has no settings row (not created here)."""
         settings = HandoffSettings.objects.filter(site_id=site_id).first()

@@ -26,8 +26,8 @@ from handoff import escalation as handoff_escalation
 from handoff import selectors as handoff_selectors
 from handoff import services as handoff_services
 from handoff.models import Handoff
-from handoff.policy import priority_for
-from helpdesk import services
+from handoff.policy import PolicyConfig, priority_for
+from helpdesk import loop_db, services
 from helpdesk.languages import supported_language
 from helpdesk.models import Conversation, normalize_origin
 from helpdesk.protocol import ProtocolError, parse_client_frame
@@ -90,6 +90,7 @@ def _store_and_read_turn(
     A failure after the message is stored does not fail the message: the answer reads
     again on its own and reports the failure to the customer.
     """
+
     reads = ()
     lookups = []
     sent = []
@@ -132,6 +133,26 @@ def _store_and_read_turn(
     on_stored(recorded)
     if not recorded.created:
         return StoredTurn(recorded)
+    return _policy_and_turn(
+        recorded,
+        site_id=site_id,
+        read_turn=read_turn,
+        lookups=lookups[0] if lookups else None,
+        acknowledge_now=lambda: acknowledge_now(recorded),
+    )
+
+
+def _policy_and_turn(
+    recorded: services.RecordedMessage,
+    *,
+    site_id: int,
+    read_turn: bool,
+    lookups: "engine.services.Lookups | None",
+    acknowledge_now: Callable[[], None],
+) -> StoredTurn:
+    """The rest of a new customer message's trip, in the ORM thread: a new conversation
+    announced, then for the bot's conversations the escalation policy and the bot's turn.
+    `acknowledge_now` as in `_store_and_read_turn`."""
     message = recorded.message
     try:
         if message["seq"] == 1:
@@ -148,9 +169,7 @@ def _store_and_read_turn(
             seq=message["seq"],
             text=message["text"],
             recent_outcomes=None if read is None else handoff_escalation.outcomes_of_read(read[0]),
-            before_escalating=_before_escalating(
-                recorded.answer, lambda: acknowledge_now(recorded)
-            ),
+            before_escalating=_before_escalating(recorded.answer, acknowledge_now),
         )
         if escalation is not None:
             return StoredTurn(recorded, escalation=escalation)
@@ -162,12 +181,45 @@ def _store_and_read_turn(
             message_id=message["id"],
             reads=turn_reads,
             message=message,
-            lookups=lookups[0] if lookups else None,
+            lookups=lookups,
         )
         return StoredTurn(recorded, turn=turn)
     except Exception:
         logger.exception("Reading the turn of conversation %s failed", recorded.conversation_id)
         return StoredTurn(recorded)
+
+
+def _policy_and_turn_from_caches(
+    recorded: services.RecordedMessage,
+    *,
+    policy: PolicyConfig,
+    lookups: "engine.services.Lookups | None",
+) -> StoredTurn | None:
+    """`_policy_and_turn` with no I/O, on the event loop, for a message stored there; None
+    where it would need some (a new conversation to announce, a rule that fires, what the
+    caches do not hold): then `_policy_and_turn` runs in the ORM thread."""
+    message, read = recorded.message, recorded.reads
+    if message["seq"] == 1 or read is None:
+        return None
+    if recorded.conversation_status != Conversation.Status.BOT:
+        return StoredTurn(recorded)
+    try:
+        recent_outcomes = handoff_escalation.outcomes_of_read(read[0])
+        if not handoff_escalation.lets_bot_answer(
+            policy=policy, text=message["text"], recent_outcomes=recent_outcomes
+        ):
+            return None
+        turn = engine.read_turn_from_caches(
+            conversation_id=recorded.conversation_id,
+            message_id=message["id"],
+            reads=read[1:],
+            message=message,
+            lookups=lookups,
+        )
+    except Exception:
+        logger.exception("Reading the turn of conversation %s failed", recorded.conversation_id)
+        return None
+    return None if turn is None else StoredTurn(recorded, turn=turn)
 
 
 _store_and_read_turn_in_thread = database_sync_to_async(_store_and_read_turn)
@@ -242,6 +294,7 @@ class WidgetConsumer(WebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         frame_type = None
+
         try:
             if text_data is None:
                 raise ProtocolError("binary_not_supported", "Binary frames are not supported.")
@@ -338,10 +391,11 @@ class WidgetConsumer(WebsocketConsumer):
                 )
 
         moderations: list[asyncio.Task] = []
+        given_up: list[bool] = []
 
         def start_moderation() -> None:
             # Not once the trip has been given up (the connection closed meanwhile).
-            if self.bot_has_chat and not moderations and not trip.done():
+            if self.bot_has_chat and not moderations and not given_up:
                 moderation = engine.start_moderation(frame["text"])
                 if moderation is not None:
                     moderations.append(moderation)
@@ -352,24 +406,29 @@ class WidgetConsumer(WebsocketConsumer):
             # the building of its request holds the interpreter and the thread waits for it.
             loop.call_soon_threadsafe(start_moderation)
 
-        trip = asyncio.ensure_future(
-            _store_and_read_turn_in_thread(
-                visitor_id=self.visitor_id,
-                site_id=self.site.id,
-                conversation_id=self.conversation_id,
-                client_id=frame["id"],
-                text=frame["text"],
-                on_sent=on_sent,
-                on_stored=on_stored,
-                acknowledge_now=acknowledge_now,
-                read_turn=self.answers_pending == 0,
-            )
-        )
         try:
-            stored = await trip
+            stored = await self.store_on_loop(
+                frame,
+                start_moderation=start_moderation,
+                acknowledge=acknowledge,
+                acknowledge_now=acknowledge_now,
+            )
+            if stored is None:
+                stored = await _store_and_read_turn_in_thread(
+                    visitor_id=self.visitor_id,
+                    site_id=self.site.id,
+                    conversation_id=self.conversation_id,
+                    client_id=frame["id"],
+                    text=frame["text"],
+                    on_sent=on_sent,
+                    on_stored=on_stored,
+                    acknowledge_now=acknowledge_now,
+                    read_turn=self.answers_pending == 0,
+                )
+
             await acknowledge(stored.recorded)
         except BaseException:
-            trip.cancel()
+            given_up.append(True)
             for moderation in moderations:
                 moderation.cancel()
             raise
@@ -394,6 +453,70 @@ class WidgetConsumer(WebsocketConsumer):
                 )
             )
 
+    async def store_on_loop(
+        self,
+        frame: dict,
+        *,
+        start_moderation: Callable[[], None],
+        acknowledge: Callable[[services.RecordedMessage], asyncio.Task],
+        acknowledge_now: Callable[[services.RecordedMessage], None],
+    ) -> StoredTurn | None:
+        """A customer message's trip on the event loop (helpdesk.loop_db), with no hand-off
+        to the ORM thread: stored into the open conversation this connection follows with
+        the reads of the policy and the turn, the lookups made meanwhile, then the policy
+        and the turn from the caches (in the ORM thread where they need I/O).
+
+        None when it is not stored here (no conversation yet, an answer still being
+        written, the site's policy not cached, no loop connection free, the client id
+        stored already, the conversation closed): the ORM thread's trip takes it.
+        """
+        if self.conversation_id is None or self.answers_pending or not loop_db.enabled():
+            return None
+        policy = PolicyConfig.cached(self.site.id)
+        if policy is None:
+            return None
+        conversation_id, site_id = self.conversation_id, self.site.id
+        lookups = []
+
+        def look_up_while_storing() -> None:
+            try:
+                lookups.append(engine.lookups_ahead(site_id=site_id, question=frame["text"]))
+            except Exception:
+                # Only time is lost: the turn read makes the lookups again.
+                logger.exception(
+                    "Looking up the question of conversation %s failed", conversation_id
+                )
+
+        recorded = await services.store_into_open_conversation_on_loop(
+            visitor_id=self.visitor_id,
+            conversation_id=conversation_id,
+            client_id=frame["id"],
+            text=frame["text"],
+            reads=(
+                handoff_escalation.recent_outcomes_read(
+                    conversation_id=conversation_id, site_id=site_id, policy=policy
+                ),
+                *engine.turn_reads(conversation_id=conversation_id),
+            ),
+            on_sent=start_moderation,
+            while_storing=look_up_while_storing,
+        )
+        if recorded is None:
+            return None
+        found = lookups[0] if lookups else None
+
+        stored = _policy_and_turn_from_caches(recorded, policy=policy, lookups=found)
+        if stored is not None:
+            return stored
+        acknowledge(recorded)
+        return await database_sync_to_async(_policy_and_turn)(
+            recorded,
+            site_id=site_id,
+            read_turn=True,
+            lookups=found,
+            acknowledge_now=lambda: acknowledge_now(recorded),
+        )
+
     def keep_running(self, work) -> None:
         """Run `work` to its end even if this connection closes."""
         task = asyncio.ensure_future(work)
@@ -403,6 +526,7 @@ class WidgetConsumer(WebsocketConsumer):
     async def acknowledge(self, client_id, recorded: services.RecordedMessage) -> None:
         """Send the ack and the echo to the conversation's other connections (other tabs, an
         agent)."""
+
         await self.follow_conversation(recorded.conversation_id)
         stored = recorded.message
         await self.send_frame(

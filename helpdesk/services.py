@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from helpdesk import message_sql, prepared
+from helpdesk import loop_db, message_sql, prepared
 from helpdesk.languages import supported_language
 from helpdesk.models import Conversation, Message, Site, Visitor
 from helpdesk.tokens import make_visitor_token, read_visitor_token
@@ -166,35 +166,97 @@ def _store_into_open_conversation(
     """The common case in one statement: a new message into the open conversation the
     visitor last saw. None when the client id is stored already or the conversation has
     closed; the caller then takes the general path."""
-    message = _visitor_message(conversation_id, text=text, client_id=client_id)
-    answer = _reserved_answer(conversation_id) if reserve_answer else None
+    statement = _OpenConversationStatement(
+        visitor_id=visitor_id,
+        conversation_id=conversation_id,
+        client_id=client_id,
+        text=text,
+        reads=reads,
+        reserve_answer=reserve_answer,
+    )
     try:
         row = prepared.write_one(
-            message_sql.visitor_message_sql(
-                tuple(read.sql for read in reads), reserve_answer=reserve_answer
-            ),
-            message_sql.visitor_message_params(
-                message, visitor_id=visitor_id, reads=reads, answer=answer
-            ),
-            savepoint=True,
-            while_waiting=while_storing,
+            statement.sql, statement.params, savepoint=True, while_waiting=while_storing
         )
     except IntegrityError:
         return None  # another tab stored the same client id meanwhile
-    if row is None:
+    return statement.recorded(row)
+
+
+async def store_into_open_conversation_on_loop(
+    *,
+    visitor_id: int,
+    conversation_id: int,
+    client_id: uuid.UUID,
+    text: str,
+    reads: tuple[message_sql.SnapshotRead, ...],
+    on_sent: Callable[[], None] | None = None,
+    while_storing: Callable[[], None] | None = None,
+) -> RecordedMessage | None:
+    """`record_visitor_message`'s common case with the bot's answer reserved, run on the
+    event loop (helpdesk.loop_db) while it can: PostgreSQL, a loop connection free, the
+    client id new and the conversation open. None otherwise, and then the caller stores the
+    message with `record_visitor_message` in the ORM thread (which finds it if PostgreSQL
+    stored it here before failing). `on_sent` and `while_storing` are those of
+    `loop_db.write_one` (`while_waiting`)."""
+    if not (message_sql.supported() and loop_db.enabled()):
         return None
-    pk, seq, status = row[:3]
-    recorded = _recorded(_stored_as(message, pk, seq), status, created=True)
-    rest = row[3:]
-    if reserve_answer:
-        answer_id, rest = rest[0], rest[1:]
-        if answer_id is not None:
-            recorded = dataclasses.replace(
-                recorded, answer=_stored_as(answer, answer_id, seq + 1).as_frame()
-            )
-    if reads and rest[0] == seq - 1:
-        recorded = dataclasses.replace(recorded, reads=tuple(rest[1:]))
-    return recorded
+    statement = _OpenConversationStatement(
+        visitor_id=visitor_id,
+        conversation_id=conversation_id,
+        client_id=client_id,
+        text=text,
+        reads=reads,
+        reserve_answer=True,
+    )
+    try:
+        row = await loop_db.write_one(
+            statement.sql, statement.params, on_sent=on_sent, while_waiting=while_storing
+        )
+    except loop_db.Unavailable:
+        return None
+    return statement.recorded(row)
+
+
+class _OpenConversationStatement:
+    """`message_sql.visitor_message_sql` for one message: its SQL and parameters, and what
+    its row means."""
+
+    def __init__(
+        self,
+        *,
+        visitor_id: int,
+        conversation_id: int,
+        client_id: uuid.UUID,
+        text: str,
+        reads: tuple[message_sql.SnapshotRead, ...],
+        reserve_answer: bool,
+    ) -> None:
+        self.message = _visitor_message(conversation_id, text=text, client_id=client_id)
+        self.answer = _reserved_answer(conversation_id) if reserve_answer else None
+        self.reads = reads
+        self.sql = message_sql.visitor_message_sql(
+            tuple(read.sql for read in reads), reserve_answer=reserve_answer
+        )
+        self.params = message_sql.visitor_message_params(
+            self.message, visitor_id=visitor_id, reads=reads, answer=self.answer
+        )
+
+    def recorded(self, row: tuple | None) -> RecordedMessage | None:
+        if row is None:
+            return None
+        pk, seq, status = row[:3]
+        recorded = _recorded(_stored_as(self.message, pk, seq), status, created=True)
+        rest = row[3:]
+        if self.answer is not None:
+            answer_id, rest = rest[0], rest[1:]
+            if answer_id is not None:
+                recorded = dataclasses.replace(
+                    recorded, answer=_stored_as(self.answer, answer_id, seq + 1).as_frame()
+                )
+        if self.reads and rest[0] == seq - 1:
+            recorded = dataclasses.replace(recorded, reads=tuple(rest[1:]))
+        return recorded
 
 
 def _open_with_first_message(

@@ -128,6 +128,9 @@ if DATABASE_URL:
     # Statements on the customer's path run prepared (helpdesk.prepared); off behind a
     # pooler in transaction mode that cannot keep prepared statements.
     HELPDESK_DB_PREPARED_STATEMENTS = env_bool("HELPDESK_DB_PREPARED_STATEMENTS", True)
+    # Connections of each event loop of its own, for the statement that stores a customer
+    # message (helpdesk.loop_db); 0 stores every message through the ORM thread.
+    HELPDESK_DB_LOOP_CONNECTIONS = env_int("HELPDESK_DB_LOOP_CONNECTIONS", 4)
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # A psycopg pool instead of persistent connections: under ASGI each
         # database_sync_to_async thread would pin a connection nobody closes, and opening a
@@ -144,6 +147,7 @@ if DATABASE_URL:
             DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 2**31 - 1
 else:
     HELPDESK_DB_PREPARED_STATEMENTS = False
+    HELPDESK_DB_LOOP_CONNECTIONS = 0
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",

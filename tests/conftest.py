@@ -45,6 +45,26 @@ def _fresh_channel_layer():
     channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
 
 
+@pytest.fixture(autouse=True)
+def _loop_connections_closed():
+    """The event loop's own PostgreSQL connections (helpdesk.loop_db) belong to one loop,
+    and every test runs its own: those of the loops that have ended are closed after each
+    test, before they add up past PostgreSQL's connection limit."""
+    from helpdesk import loop_db
+
+    yield
+    loop_db.close_ended()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loop_connections_closed_before_teardown(django_db_setup, django_db_blocker):
+    """All of them closed before the test database is dropped."""
+    from helpdesk import loop_db
+
+    yield
+    loop_db.close_all()
+
+
 @pytest.fixture(scope="session")
 def fake_llm_server():
     with FakeLLMServer() as server:

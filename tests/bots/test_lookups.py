@@ -87,3 +87,62 @@ def test_lookups_of_another_question_are_not_used(site):
     prepared_turn(asked(site))
     turn = prepared_turn(message, lookups=lookups_of(site))
     assert turn.snippets[0].title == "Returns policy"
+
+
+# -- the turn from the caches alone, for the event loop -----------------------------------
+
+
+def rows_of(site, text: str = QUESTION) -> tuple[tuple, list]:
+    """What the statement that stored a conversation's first message read for its turn."""
+    return services.turn_rows_of_reads(
+        seq=1, text=text, conversation=[site.pk, "en", "en", None, None], earlier=None
+    )
+
+
+def cached_turn(site, message: tuple[int, int], **options) -> services.Turn | None:
+    return prepared_turn(
+        message, rows=rows_of(site), lookups=lookups_of(site), cached_only=True, **options
+    )
+
+
+def test_a_turn_from_the_caches_alone_runs_no_query(site, django_assert_num_queries):
+    read = prepared_turn(asked(site))
+    message = asked(site)
+    with django_assert_num_queries(0):
+        turn = cached_turn(site, message)
+    assert turn.snippets == read.snippets
+    assert turn.message_id == message[1]
+    assert turn.knowledge_version == read.knowledge_version
+
+
+def test_no_turn_from_the_caches_before_the_site_is_cached(site):
+    message = asked(site)
+    assert cached_turn(site, message) is None
+    lookups = lookups_of(site)
+    assert lookups is None
+    assert prepared_turn(message, rows=rows_of(site), lookups=None, cached_only=True) is None
+
+
+def test_no_turn_from_the_caches_when_a_monthly_budget_must_be_summed(site):
+    from bots.models import BotConfig
+
+    BotConfig.objects.create(site=site, monthly_token_budget=100_000)
+    prepared_turn(asked(site))
+    assert lookups_of(site) is not None
+    assert cached_turn(site, asked(site)) is None
+
+
+def test_no_turn_from_the_caches_for_a_question_the_response_cache_may_answer(site):
+    from bots import engine
+
+    prepared_turn(asked(site))
+    message = asked(site)
+    turn = engine.read_turn_from_caches(
+        conversation_id=message[0],
+        message_id=message[1],
+        reads=([site.pk, "en", "en", None, None], None),
+        message={"seq": 1, "text": QUESTION},
+        lookups=lookups_of(site),
+    )
+    # A first question is context-free: the response cache is asked, in the ORM thread.
+    assert turn is None

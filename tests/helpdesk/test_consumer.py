@@ -510,23 +510,47 @@ async def test_the_turns_lookups_are_made_while_the_message_is_stored(site, sett
     from django.db import connection
 
     from bots import engine
+    from helpdesk import loop_db
 
     settings.HELPDESK_SITE_CACHE_SECONDS = 60
     made = []
     lookups_ahead = engine.lookups_ahead
+    loop_connections = []
+    execute = loop_db.PreparingAsyncCursor.execute
+
+    async def remembered_execute(self, *args, **kwargs):
+        loop_connections.append(self.connection)
+        return await execute(self, *args, **kwargs)
 
     def watched(**kwargs):
         lookups = lookups_ahead(**kwargs)
-        made.append((connection.connection.pgconn.pipeline_status, lookups is not None))
+        if _on_event_loop():
+            storing = loop_connections[-1].info.transaction_status
+        else:
+            storing = connection.connection.pgconn.pipeline_status
+        made.append((storing, lookups is not None))
         return lookups
 
+    monkeypatch.setattr(loop_db.PreparingAsyncCursor, "execute", remembered_execute)
     monkeypatch.setattr(engine, "lookups_ahead", watched)
     done = await opened_then_followed_up(site)
-    # Both are made while PostgreSQL stores the message: the first message's while its
-    # conversation is opened (the site's settings are not cached yet, so the turn read
-    # makes them), the second's while the one statement runs.
-    assert made == [(psycopg.pq.PipelineStatus.ON, False), (psycopg.pq.PipelineStatus.ON, True)]
+    # Both are made while PostgreSQL stores the message: the first message's in the ORM
+    # thread while its conversation is opened in pipeline mode (the site's settings are not
+    # cached yet, so the turn read makes them), the second's on the event loop while its one
+    # statement is running there.
+    assert made == [
+        (psycopg.pq.PipelineStatus.ON, False),
+        (psycopg.pq.TransactionStatus.ACTIVE, True),
+    ]
     assert done["state"] == "complete"
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @pytest.mark.skipif(not ON_POSTGRESQL, reason="the statement runs in psycopg's pipeline mode")

@@ -87,6 +87,18 @@ def test_postgresql_connections_may_prepare_unless_switched_off():
     assert embedded.stdout.split() == ["False", "None"], embedded.stderr
 
 
+def test_the_event_loops_own_connections_are_postgresql_only_and_configurable():
+    code = "import helpdesk.settings as s; print(s.HELPDESK_DB_LOOP_CONNECTIONS)"
+    url = "postgres://u@db.example:5432/helpdesk"
+    assert run_python(code, DATABASE_URL=url).stdout.split() == ["4"]
+    assert run_python(code, DATABASE_URL=url, HELPDESK_DB_LOOP_CONNECTIONS="1").stdout.split() == [
+        "1"
+    ]
+    assert run_python(code).stdout.split() == ["0"]
+    malformed = run_python(code, DATABASE_URL=url, HELPDESK_DB_LOOP_CONNECTIONS="many")
+    assert "HELPDESK_DB_LOOP_CONNECTIONS must be an integer" in malformed.stderr
+
+
 def test_the_asgi_entry_point_takes_start_up_objects_out_of_garbage_collection():
     result = run_python("import gc, helpdesk.asgi; print(gc.get_freeze_count())")
     assert result.returncode == 0, result.stderr

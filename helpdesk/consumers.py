@@ -433,7 +433,8 @@ class WidgetConsumer(WebsocketConsumer):
                 moderation.cancel()
             raise
         # The thread's call to start it came before the trip's end, and callbacks from one
-        # thread run in order: the moderation has started if it was wanted.
+        # thread run in order (on the loop, the statement's `on_sent` started it): the
+        # moderation has started if it was wanted.
         moderation = moderations[0] if moderations else None
         recorded = stored.recorded
         bot_answers = recorded.created and recorded.conversation_status == Conversation.Status.BOT

@@ -17,8 +17,9 @@ closing belong to the loop that opened it.
 
 The connections are configured like Django's (its connection parameters and its adapters,
 so values come back as the ORM's would) and run in autocommit, every statement its own
-transaction; PostgreSQL shows them as `helpdesk event loop` (`application_name`). Django logs none of these statements; while it logs queries (DEBUG) this path
-is off, as prepared statements are (helpdesk.prepared).
+transaction; PostgreSQL shows them as `helpdesk event loop` (`application_name`). Django
+logs none of these statements; while it logs queries (DEBUG) this path is off, as prepared
+statements are (helpdesk.prepared).
 """
 
 import asyncio

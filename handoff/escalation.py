@@ -145,7 +145,7 @@ def maybe_escalate(
         if before_escalating is not None:
             before_escalating()
         return _escalate(conversation, decision)
-    if config.sentiment_check and sentiment.wanted(sentiment_llm=config.sentiment_llm):
+    if _sentiment_check_due(config):
         from handoff.tasks import check_sentiment_task  # tasks imports this module
 
         # robust: a broker that is down must not fail the bot's answer; the lexicon stands.
@@ -160,7 +160,12 @@ def lets_bot_answer(*, policy: PolicyConfig, text: str, recent_outcomes: tuple[s
     decision = evaluate(TurnFacts(text=text, recent_bot_outcomes=recent_outcomes), policy)
     if decision.escalate:
         return False
-    return not (policy.sentiment_check and sentiment.wanted(sentiment_llm=policy.sentiment_llm))
+    return not _sentiment_check_due(policy)
+
+
+def _sentiment_check_due(policy: PolicyConfig) -> bool:
+    """Whether a message the rules let through goes to the LLM's sentiment check."""
+    return policy.sentiment_check and sentiment.wanted(sentiment_llm=policy.sentiment_llm)
 
 
 def escalate_on_sentiment(*, message_id: int) -> "services.Escalation | None":

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
@@ -134,6 +134,7 @@ class _Answer:
     used_tools: bool = False
     handed_off: bool = False
     reserved: "asyncio.Task | None" = None
+    before_llm_call: Callable[[], None] | None = None
 
     def reserve(self) -> None:
         """Store the answer's row while moderation and the model run, off the path to the
@@ -317,9 +318,11 @@ async def reply(
     turn: services.Turn | None = None,
     moderation: "asyncio.Task | None" = None,
     reserved: dict | None = None,
+    before_llm_call: Callable[[], None] | None = None,
 ) -> AsyncIterator[BotEvent]:
     """Answer the customer message `message_id`: deltas, then the stored answer, written
-    into `reserved` (the answer's empty row, stored with the message) when given."""
+    into `reserved` (the answer's empty row, stored with the message) when given.
+    `before_llm_call` is called as each request to the LLM is about to be sent."""
     try:
         if turn is None:
             turn = await database_sync_to_async(read_turn)(
@@ -331,7 +334,7 @@ async def reply(
         if reserved is not None:
             await asyncio.shield(database_sync_to_async(release_answer)(reserved))
         raise
-    answer = _Answer(turn=turn, message=reserved)
+    answer = _Answer(turn=turn, message=reserved, before_llm_call=before_llm_call)
     if reserved is None:
         answer.reserve()
         # Hands the row to the ORM thread before the moderation verdict and the prompt hold
@@ -560,6 +563,8 @@ async def _llm_answer(
     }
     for _round in range(MAX_TOOL_ROUNDS + 1):
         tool_calls: list[ToolCallRequest] = []
+        if answer.before_llm_call is not None:
+            answer.before_llm_call()
         call_started = time.perf_counter()
         call = {"first": None, "usage": None}
         leaked = False

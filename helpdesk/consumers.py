@@ -43,6 +43,9 @@ _running_answers: set[asyncio.Task] = set()
 _ACK_LATEST_SECONDS = 0.005
 # How long the ORM thread waits for the event loop to send an ack it needs out first.
 _ACK_WAIT_SECONDS = 1.0
+# The longest the copies of a message for the conversation's other connections wait while
+# the bot prepares its answer (`acknowledge`).
+_GROUP_HOLD_SECONDS = 0.5
 
 # An answer's frames that only show it being written. Their copies for the conversation's
 # group are left out while no other connection follows it: one that joins meanwhile, before
@@ -433,8 +436,8 @@ class WidgetConsumer(WebsocketConsumer):
                 moderation.cancel()
             raise
         # The thread's call to start it came before the trip's end, and callbacks from one
-        # thread run in order (on the loop, the statement's `on_sent` started it): the
-        # moderation has started if it was wanted.
+        # thread run in order (on the loop, it started after the lookups): the moderation
+        # has started if it was wanted.
         moderation = moderations[0] if moderations else None
         recorded = stored.recorded
         bot_answers = recorded.created and recorded.conversation_status == Conversation.Status.BOT
@@ -487,6 +490,9 @@ class WidgetConsumer(WebsocketConsumer):
                 logger.exception(
                     "Looking up the question of conversation %s failed", conversation_id
                 )
+            # After the lookups, not before: sending its request wakes the provider, and
+            # on a machine it shares the provider would run in the loop's place.
+            start_moderation()
 
         recorded = await services.store_into_open_conversation_on_loop(
             visitor_id=self.visitor_id,
@@ -499,7 +505,6 @@ class WidgetConsumer(WebsocketConsumer):
                 ),
                 *engine.turn_reads(conversation_id=conversation_id),
             ),
-            on_sent=start_moderation,
             while_storing=look_up_while_storing,
         )
         if recorded is None:
@@ -543,6 +548,11 @@ class WidgetConsumer(WebsocketConsumer):
         if not recorded.created:
             return
         self.bot_has_chat = recorded.conversation_status == Conversation.Status.BOT
+        if self.bot_has_chat:
+            # The bot answers: the copies wait until its request to the LLM is on its way
+            # (or its first frame is out), so that their Redis round trips do not run on
+            # the way to the first token. Order is kept; only the start waits.
+            self.group_sends.hold(_GROUP_HOLD_SECONDS)
         self.publish({"type": "message", "message": stored}, skip_self=True)
 
     async def on_resume(self, frame: dict) -> None:
@@ -761,6 +771,7 @@ class WidgetConsumer(WebsocketConsumer):
                 await self.run_engine(relay, conversation_id, message, turn, moderation, reserved)
         finally:
             self.answers_pending -= 1
+            self.group_sends.release()
 
     async def run_engine(
         self,
@@ -771,6 +782,7 @@ class WidgetConsumer(WebsocketConsumer):
         moderation,
         reserved: dict | None,
     ) -> None:
+        loop = asyncio.get_running_loop()
         await relay({"type": "typing", "author": "bot", "active": True})
         try:
             async for event in engine.reply(
@@ -779,6 +791,8 @@ class WidgetConsumer(WebsocketConsumer):
                 turn=turn,
                 moderation=moderation,
                 reserved=reserved,
+                # Once the request has left (the engine's next wait), the held copies go.
+                before_llm_call=lambda: loop.call_soon(self.group_sends.release),
             ):
                 if isinstance(event, engine.StatusChanged):
                     relay.keep_order_with_the_group()
@@ -843,6 +857,8 @@ class AnswerRelay:
             except OSError:
                 # The customer left mid-answer; a reconnect finds the rest in the group.
                 consumer.closed = True
+        if frame["type"] != "typing":
+            consumer.group_sends.release()
         if skip is not None and consumer.alone and frame["type"] in _FLEETING:
             return
         consumer.group_sends.send(

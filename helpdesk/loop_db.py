@@ -1,19 +1,24 @@
-"""The event loop's own PostgreSQL connections, for the statement that stores a customer
-message.
+"""Connections of their own, and threads of their own to send on them, for the statement that
+stores a customer message from the event loop.
 
-The ORM runs in a thread (`database_sync_to_async`), so a message stored through it is
-handed to that thread and back; after an idle spell each hand-off costs 0.2-0.6 ms on this
-project's machine (docs/performance.md). The common case, a new message into the open
-conversation the connection follows, is one prepared statement: it runs here instead, on
-an async psycopg connection of the event loop, and the thread is not involved. Nor does
-the message queue behind whatever that thread is doing: it is one thread per process.
+The ORM runs in one thread per process (`database_sync_to_async`): a message stored
+through it queues behind whatever that thread is doing, and asgiref's hand-off there and
+back costs 0.2-0.6 ms after an idle spell on this project's machine (docs/performance.md).
+The common case, a new message into the open conversation the connection follows, is one
+prepared statement, and the event loop hands it to a sender thread of this module instead,
+with nothing of asgiref's: a plain thread pool, one connection per statement in flight.
 
-Each loop opens up to `HELPDESK_DB_LOOP_CONNECTIONS` connections, when first needed. When
-none is free, or PostgreSQL fails, `write_one` raises `Unavailable` and the caller takes the
-ORM thread's path: the loop never waits for a connection. That, and closing the connections
-of a loop that has ended from wherever the next loop starts (the tests run one loop per
-test), is why this is not psycopg_pool's AsyncConnectionPool, whose workers and whose
-closing belong to the loop that opened it.
+Why not an async connection on the loop itself (stop 19 did that): the kernel puts the
+PostgreSQL backend that a write wakes on the writer's CPU, expecting the writer to wait
+next. The event loop does not wait, it makes the turn's lookups meanwhile, so the backend
+preempted it on three turns in four: 1.7 ms until the loop ran again against 0.5 ms
+(docs/performance.md, stop 20). A sender thread does wait, so the backend runs there and
+the loop goes on beside it.
+
+Up to `HELPDESK_DB_LOOP_CONNECTIONS` statements are in flight, each on a connection opened
+when first needed and kept. When all are in use, or PostgreSQL fails, `write_one` raises
+`Unavailable` and the caller takes the ORM thread's path: the loop never waits for a
+connection.
 
 The connections are configured like Django's (its connection parameters and its adapters,
 so values come back as the ORM's would) and run in autocommit, every statement its own
@@ -26,6 +31,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 from django.conf import settings
@@ -41,134 +47,137 @@ class Unavailable(Exception):
     ORM thread's path. When PostgreSQL failed it may still have stored what it was sent."""
 
 
-class PreparingAsyncCursor(psycopg.AsyncRawCursor):
-    """`helpdesk.prepared.PreparingCursor`, async."""
+class _Senders:
+    """The sender threads and their connections: the idle ones, and how many statements
+    are in flight."""
 
-    async def execute(self, query, params=None, *, prepare=None, binary=None):
-        if params is not None:
-            query = prepared.numbered(query)
-        return await super().execute(query, params, prepare=True, binary=binary)
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="helpdesk-db")
+        self.idle: list[psycopg.Connection] = []
+        self.in_flight = 0
+        self.lock = threading.Lock()
 
+    def take(self) -> bool:
+        """A place for one more statement in flight, if there is one."""
+        with self.lock:
+            if self.in_flight >= self.size:
+                return False
+            self.in_flight += 1
+            return True
 
-class _LoopConnections:
-    """The connections of one event loop: the idle ones, and how many are open."""
+    def give_up(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.idle: list[psycopg.AsyncConnection] = []
-        self.open = 0
+    def run(self, sql: str, params: list) -> tuple | None:
+        """In a sender thread: the statement on an idle connection, or a new one."""
+        conn = None
+        try:
+            with self.lock:
+                conn = self.idle.pop() if self.idle else None
+            if conn is None:
+                conn = _connect()
+            cursor = prepared.PreparingCursor(conn)
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+        finally:
+            self._give_back(conn)
+
+    def _give_back(self, conn: psycopg.Connection | None) -> None:
+        usable = (
+            conn is not None
+            and not conn.closed
+            and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        )
+        with self.lock:
+            self.in_flight -= 1
+            if usable and self is _current_senders:
+                self.idle.append(conn)
+                return
+        if conn is not None:
+            conn.close()
 
     def close(self) -> None:
-        for conn in self.idle:
-            # Synchronous: the loop these belong to may have ended.
-            conn.pgconn.finish()
-        self.idle.clear()
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+        self.executor.shutdown(wait=False)
 
 
-_of_loop: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
-_lock = threading.Lock()
+_current_senders: _Senders | None = None
+_senders_lock = threading.Lock()
 
 
 def enabled() -> bool:
-    """Whether the event loop may store messages itself (PostgreSQL, prepared statements
+    """Whether the event loop may store messages this way (PostgreSQL, prepared statements
     on, connections allowed); without it every statement runs in the ORM thread."""
     return settings.HELPDESK_DB_LOOP_CONNECTIONS > 0 and prepared.prepares()
 
 
-def _connections() -> _LoopConnections:
-    loop = asyncio.get_running_loop()
-    found = _of_loop.get(loop)
-    if found is not None:
-        return found
-    close_ended()
-    with _lock:
-        return _of_loop.setdefault(loop, _LoopConnections(loop))
-
-
-def close_ended() -> None:
-    """Close the connections of event loops that have ended."""
-    with _lock:
-        for ended in [loop for loop in _of_loop if loop.is_closed()]:
-            _of_loop.pop(ended).close()
+def _current() -> _Senders:
+    """The senders, new when the setting changed (the tests change it)."""
+    global _current_senders
+    size = settings.HELPDESK_DB_LOOP_CONNECTIONS
+    with _senders_lock:
+        replaced = _current_senders
+        if replaced is not None and replaced.size == size:
+            return replaced
+        _current_senders = current = _Senders(size)
+    if replaced is not None:
+        replaced.close()
+    return current
 
 
 def close_all() -> None:
-    """Close every loop's idle connections, at shutdown; one in use is closed when it is
-    given back."""
-    with _lock:
-        for connections in _of_loop.values():
-            connections.close()
-        _of_loop.clear()
+    """Close the idle connections, at shutdown; one in use is closed when it is given
+    back."""
+    global _current_senders
+    with _senders_lock:
+        current, _current_senders = _current_senders, None
+    if current is not None:
+        current.close()
 
 
-async def _connect() -> psycopg.AsyncConnection:
+def _connect() -> psycopg.Connection:
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)
     # Told apart from the ORM's in pg_stat_activity.
     params["application_name"] = f"{params.get('application_name') or 'helpdesk'} event loop"
-    conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+    try:
+        conn = psycopg.connect(**params, autocommit=True)
+    except psycopg.Error as error:
+        logger.warning("Connecting the event loop to PostgreSQL failed: %s", error)
+        raise
     timezone_name = connection.timezone_name
     if conn.info.parameter_status("TimeZone") != timezone_name:
-        await conn.execute("SELECT set_config('TimeZone', %s, false)", [timezone_name])
+        conn.execute("SELECT set_config('TimeZone', %s, false)", [timezone_name])
     return conn
 
 
-async def _take(connections: _LoopConnections) -> psycopg.AsyncConnection:
-    if connections.idle:
-        return connections.idle.pop()
-    if connections.open >= settings.HELPDESK_DB_LOOP_CONNECTIONS:
-        raise Unavailable("every connection of this event loop is in use")
-    connections.open += 1
-    try:
-        return await _connect()
-    except BaseException as error:
-        connections.open -= 1
-        if isinstance(error, psycopg.Error):
-            logger.warning("Connecting the event loop to PostgreSQL failed: %s", error)
-            raise Unavailable(str(error)) from error
-        raise
-
-
-def _give_back(connections: _LoopConnections, conn: psycopg.AsyncConnection) -> None:
-    usable = (
-        _of_loop.get(connections.loop) is connections
-        and not conn.closed
-        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    )
-    if usable:
-        connections.idle.append(conn)
-        return
-    connections.open = max(0, connections.open - 1)
-    conn.pgconn.finish()
-
-
 async def write_one(
-    sql: str,
-    params: list,
-    *,
-    on_sent: Callable[[], None] | None = None,
-    while_waiting: Callable[[], None] | None = None,
+    sql: str, params: list, *, while_waiting: Callable[[], None] | None = None
 ) -> tuple | None:
     """Run one writing statement as its own transaction, prepared, its first row returned;
-    as `helpdesk.prepared.write_one` does outside a transaction, but on this event loop.
-
-    `on_sent` is called as soon as the statement is on its way: a task it starts takes its
-    first step right after the statement is sent. `while_waiting` runs next (in the loop,
-    holding it), while PostgreSQL runs the statement; it must not use the database. Raises
-    `Unavailable` when the statement could not run here. Once on its way, the statement
-    runs to its end even if the caller is cancelled meanwhile, as it would in the ORM
+    as `helpdesk.prepared.write_one` does outside a transaction, but without the ORM's
     thread.
+
+    `while_waiting` runs in the loop, holding it, while a sender thread sends the statement
+    and PostgreSQL runs it; it must not use the database. Raises `Unavailable` when the
+    statement could not run here. Once handed over, the statement runs to its end even if
+    the caller is cancelled meanwhile, as it would in the ORM thread.
     """
-    connections = _connections()
-    conn = await _take(connections)
-    # A task of its own sends the statement at its first step, then waits for the row,
-    # which PostgreSQL sends once the statement has committed; one pass of the loop later,
-    # the caller's work runs while it waits.
-    statement = asyncio.ensure_future(_run(connections, conn, sql, params))
-    if on_sent is not None:
-        on_sent()
+    senders = _current()
+    if not senders.take():
+        raise Unavailable("every connection of the event loop is in use")
+    try:
+        sent = senders.executor.submit(senders.run, sql, params)
+    except RuntimeError as error:  # closed meanwhile
+        senders.give_up()
+        raise Unavailable(str(error)) from error
+    statement = asyncio.wrap_future(sent)
     if while_waiting is not None:
-        await asyncio.sleep(0)
         while_waiting()
     try:
         return await asyncio.shield(statement)
@@ -177,14 +186,3 @@ async def write_one(
     except psycopg.Error as error:
         logger.warning("Storing from the event loop failed, the ORM thread stores: %s", error)
         raise Unavailable(str(error)) from error
-
-
-async def _run(
-    connections: _LoopConnections, conn: psycopg.AsyncConnection, sql: str, params: list
-) -> tuple | None:
-    try:
-        cursor = PreparingAsyncCursor(conn)
-        await cursor.execute(sql, params)
-        return await cursor.fetchone()
-    finally:
-        _give_back(connections, conn)

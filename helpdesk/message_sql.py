@@ -8,7 +8,9 @@ data-modifying CTEs runs in its own implicit transaction, so it needs neither BE
 COMMIT, and it is prepared once per pooled connection (helpdesk.prepared).
 
 The columns come from the model, so a new field of Message is stored like the ORM would
-store it (its default, `auto_now_add` and so on), with no change here.
+store it (its default, `auto_now_add` and so on), with no change here. A customer message
+and the answer reserved with it (`MessageKind`) take as parameters only what is their own;
+their other columns are the same in every such row and are written into the statement.
 
 The statement that stores a customer message can also carry reads (`SnapshotRead`): what
 answering the message needs (the bot's recent outcomes, the recent turns) comes back in the
@@ -23,6 +25,7 @@ from functools import cache
 
 from django.db import connection
 from django.utils import timezone
+from psycopg import sql
 
 from helpdesk.models import Conversation, Message, Visitor
 
@@ -49,14 +52,69 @@ _CONVERSATION_OF_VISITOR = {"site_id": "v.site_id", "visitor_id": "v.id", "langu
 _MESSAGE_OF_STARTED = {"conversation_id": "started.id"}
 
 
+@dataclass(frozen=True)
+class MessageKind:
+    """Messages that differ only in their `own` fields and their number: the statements
+    that store one take those as parameters, and have the other columns written in (a
+    customer message with its reserved answer: 16 parameters instead of 58, each one
+    prepared in Python and then sent)."""
+
+    fixed: tuple[tuple[str, object], ...]
+    own: frozenset[str]
+
+    def new(self, **values) -> Message:
+        """An unsaved message of this kind; `values` are its own (by attribute name) and
+        its number."""
+        return Message(**dict(self.fixed), **values)
+
+
+CUSTOMER_MESSAGE = MessageKind(
+    fixed=(("author", Message.Author.VISITOR),),
+    own=frozenset({"conversation", "text", "client_id", "created_at"}),
+)
+RESERVED_ANSWER = MessageKind(
+    fixed=(("author", Message.Author.BOT), ("text", ""), ("state", Message.State.STREAMING)),
+    own=frozenset({"conversation", "created_at"}),
+)
+
+# Defaults that give equal values at every call. A field with another callable default (a
+# uuid4, a clock) is a parameter, whatever the kind.
+_CONSTANT_FACTORIES = (list, dict, tuple, str, int)
+
+
+@cache
+def _written_in(kind: MessageKind) -> dict[str, str]:
+    """Per column, the SQL literal every message of `kind` stores there."""
+    prototype = kind.new()
+    literals = {}
+    for field in _stored_fields():
+        made_per_message = getattr(field, "auto_now", False) or getattr(
+            field, "auto_now_add", False
+        )
+        default = field.default if field.has_default() else None
+        if callable(default) and default not in _CONSTANT_FACTORIES:
+            made_per_message = True
+        if field.name in kind.own or made_per_message:
+            continue
+        value = field.get_db_prep_save(field.pre_save(prototype, add=True), connection)
+        literal = sql.Literal(value).as_string().replace("%", "%%")
+        literals[field.column] = f"CAST({literal} AS {_cast_type(field)})"
+    return literals
+
+
 def _placeholder(field) -> str:
     # Typed placeholders: in INSERT ... SELECT, PostgreSQL does not infer a parameter's
-    # type from the target column (a NULL would arrive as text). Without its length, so an
-    # overlong value fails as it would through the ORM instead of being cut by the cast.
+    # type from the target column (a NULL would arrive as text).
+    return f"CAST(%s AS {_cast_type(field)})"
+
+
+def _cast_type(field) -> str:
+    # Without its length, so an overlong value fails as it would through the ORM instead of
+    # being cut by the cast.
     db_type = field.cast_db_type(connection)
     if field.get_internal_type() == "CharField":
         db_type = db_type.split("(")[0]
-    return f"CAST(%s AS {db_type})"
+    return db_type
 
 
 def _column_list() -> str:
@@ -143,16 +201,14 @@ def visitor_message_sql(reads: tuple[str, ...] = (), *, reserve_answer: bool = F
                 numbers="CASE WHEN status = %s THEN 2 ELSE 1 END",
             )
         )
-        ctes.append(
-            "stored AS ("
-            + _insert("taken.last_seq - CASE WHEN taken.bot_answers THEN 1 ELSE 0 END")
-            + ")"
-        )
-        ctes.append(f"answer AS ({_insert(where=' WHERE taken.bot_answers')})")
+        seq = "taken.last_seq - CASE WHEN taken.bot_answers THEN 1 ELSE 0 END"
+        ctes.append(f"stored AS ({_insert(seq, computed=_written_in(CUSTOMER_MESSAGE))})")
+        answer = _insert(where=" WHERE taken.bot_answers", computed=_written_in(RESERVED_ANSWER))
+        ctes.append(f"answer AS ({answer})")
         columns.append("(SELECT id FROM answer)")
     else:
         ctes.append(_taken(open_and_new, "last_seq, status"))
-        ctes.append(f"stored AS ({_insert()})")
+        ctes.append(f"stored AS ({_insert(computed=_written_in(CUSTOMER_MESSAGE))})")
     if reads:
         columns.append(f"(SELECT last_seq FROM {conversations} WHERE id = %s)")  # noqa: S608
         columns.extend(f"({sql})" for sql in reads)
@@ -188,17 +244,19 @@ def visitor_message_params(
     reads: tuple[SnapshotRead, ...] = (),
     answer: Message | None = None,
 ) -> list:
-    """The parameters of `visitor_message_sql`; `answer` (an unsaved, empty bot message)
-    when it reserves the answer."""
+    """The parameters of `visitor_message_sql` for an unsaved `CUSTOMER_MESSAGE`, and an
+    unsaved `RESERVED_ANSWER` when it reserves the answer."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     bot = Conversation.Status.BOT
     params = [visitor_id, message.client_id]
+    own_values = _prepared_values(message, _stored_fields(), _written_in(CUSTOMER_MESSAGE))
     if answer is not None:
         params += [bot, now, message.conversation_id, visitor_id, Conversation.Status.RESOLVED]
-        params += [bot, *insert_params(message), *insert_params(answer)]
+        params += [bot, *own_values]
+        params += _prepared_values(answer, _stored_fields(), _written_in(RESERVED_ANSWER))
     else:
         params += [now, message.conversation_id, visitor_id, Conversation.Status.RESOLVED]
-        params += insert_params(message)
+        params += own_values
     if reads:
         params.append(message.conversation_id)
         for read in reads:
@@ -250,12 +308,13 @@ def opening_message_sql(*, reserve_answer: bool = False) -> str:
         f"FROM {visitors} v WHERE v.id = %s AND NOT EXISTS (SELECT 1 FROM existing) "
         f"AND NOT EXISTS (SELECT 1 FROM {conversations} WHERE visitor_id = %s AND status <> %s) "
         "RETURNING id, status, language)",
-        f"stored AS ({_insert('1', source='started', computed=_MESSAGE_OF_STARTED)})",
+        f"stored AS ({_insert('1', source='started', computed=_first(CUSTOMER_MESSAGE))})",
     ]
     row = ["started.id", "started.status", "started.language", "stored.id"]
     sources = "started CROSS JOIN stored"
     if reserve_answer:
-        ctes.append(f"answer AS ({_insert('2', source='started', computed=_MESSAGE_OF_STARTED)})")
+        answer = _insert("2", source="started", computed=_first(RESERVED_ANSWER))
+        ctes.append(f"answer AS ({answer})")
         row.append("answer.id")
         sources += " CROSS JOIN answer"
     return f"WITH {', '.join(ctes)} SELECT {', '.join(row)} FROM {sources}"  # noqa: S608
@@ -269,11 +328,18 @@ def opening_message_params(
     answer: Message | None = None,
 ) -> list:
     """The parameters of `opening_message_sql`: the unsaved conversation (its numbers
-    taken), its first message, and the reserved answer when there is one."""
+    taken), its first message (a `CUSTOMER_MESSAGE`), and the reserved answer (a
+    `RESERVED_ANSWER`) when there is one."""
     params = [visitor_id, message.client_id]
     params += _prepared_values(conversation, _conversation_fields(), _CONVERSATION_OF_VISITOR)
     params += [visitor_id, visitor_id, Conversation.Status.RESOLVED]
-    params += _prepared_values(message, _stored_fields(), _MESSAGE_OF_STARTED)
+    params += _prepared_values(message, _stored_fields(), _first(CUSTOMER_MESSAGE))
     if answer is not None:
-        params += _prepared_values(answer, _stored_fields(), _MESSAGE_OF_STARTED)
+        params += _prepared_values(answer, _stored_fields(), _first(RESERVED_ANSWER))
     return params
+
+
+@cache
+def _first(kind: MessageKind) -> dict[str, str]:
+    """The columns of a conversation's first message of `kind` that are not parameters."""
+    return {**_written_in(kind), **_MESSAGE_OF_STARTED}

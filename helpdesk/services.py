@@ -190,15 +190,14 @@ async def store_into_open_conversation_on_loop(
     client_id: uuid.UUID,
     text: str,
     reads: tuple[message_sql.SnapshotRead, ...],
-    on_sent: Callable[[], None] | None = None,
     while_storing: Callable[[], None] | None = None,
 ) -> RecordedMessage | None:
     """`record_visitor_message`'s common case with the bot's answer reserved, run on the
     event loop (helpdesk.loop_db) while it can: PostgreSQL, a loop connection free, the
     client id new and the conversation open. None otherwise, and then the caller stores the
     message with `record_visitor_message` in the ORM thread (which finds it if PostgreSQL
-    stored it here before failing). `on_sent` and `while_storing` are those of
-    `loop_db.write_one` (`while_waiting`)."""
+    stored it here before failing). `while_storing` is `loop_db.write_one`'s
+    `while_waiting`."""
     if not (message_sql.supported() and loop_db.enabled()):
         return None
     statement = _OpenConversationStatement(
@@ -210,9 +209,7 @@ async def store_into_open_conversation_on_loop(
         reserve_answer=True,
     )
     try:
-        row = await loop_db.write_one(
-            statement.sql, statement.params, on_sent=on_sent, while_waiting=while_storing
-        )
+        row = await loop_db.write_one(statement.sql, statement.params, while_waiting=while_storing)
     except loop_db.Unavailable:
         return None
     return statement.recorded(row)
@@ -407,23 +404,14 @@ def record_visitor_message(
 
 
 def _visitor_message(conversation_id: int | None, *, text: str, client_id: uuid.UUID) -> Message:
-    return Message(
-        conversation_id=conversation_id,
-        author=Message.Author.VISITOR,
-        text=text,
-        client_id=client_id,
+    return message_sql.CUSTOMER_MESSAGE.new(
+        conversation_id=conversation_id, text=text, client_id=client_id
     )
 
 
 def _reserved_answer(conversation_id: int | None, *, seq: int | None = None) -> Message:
     """The bot's answer as stored with the customer's message: empty and streaming."""
-    return Message(
-        conversation_id=conversation_id,
-        seq=seq,
-        author=Message.Author.BOT,
-        text="",
-        state=Message.State.STREAMING,
-    )
+    return message_sql.RESERVED_ANSWER.new(conversation_id=conversation_id, seq=seq)
 
 
 def _stored_with_client_id(*, visitor_id: int, client_id: uuid.UUID) -> RecordedMessage | None:

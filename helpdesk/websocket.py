@@ -61,24 +61,58 @@ class OrderedGroupSends:
     other connections (other tabs, agents) go through the channel layer, a round trip to
     Redis each. Queued here, they no longer stand between the customer's message and the
     bot's first token, nor between one delta and the next.
+
+    A hold (`hold`) keeps the sends asked for meanwhile queued until `release` or `flush`,
+    or for a few seconds at most: while a customer's message is being answered, the Redis
+    round trips of its copies would otherwise take the interpreter between the ack and the
+    bot's request to the LLM.
     """
 
     def __init__(self, layer) -> None:
         self.layer = layer
         self.last: asyncio.Task | None = None
+        self.gate: asyncio.Future | None = None
+        self.gate_timer: asyncio.TimerHandle | None = None
 
     def send(self, group: str, event: dict) -> None:
-        task = asyncio.create_task(self._send_after(self.last, group, event))
+        task = asyncio.create_task(self._send_after(self.last, self.gate, group, event))
         _sending.add(task)
         task.add_done_callback(_sending.discard)
         self.last = task
 
+    def hold(self, seconds: float) -> None:
+        """Keep the sends asked for from now on until `release()` or `flush()`, `seconds`
+        at most."""
+        if self.gate is None:
+            loop = asyncio.get_running_loop()
+            self.gate = loop.create_future()
+            self.gate_timer = loop.call_later(seconds, self.release)
+
+    def release(self) -> None:
+        """Let the held sends go."""
+        if self.gate is None:
+            return
+        self.gate_timer.cancel()
+        if not self.gate.done():
+            self.gate.set_result(None)
+        self.gate = self.gate_timer = None
+
     async def flush(self) -> None:
-        """Wait until everything asked for so far is sent."""
+        """Wait until everything asked for so far is sent (held sends included)."""
+        self.release()
         if self.last is not None:
             await asyncio.wait([self.last])
 
-    async def _send_after(self, previous: "asyncio.Task | None", group: str, event: dict) -> None:
+    async def _send_after(
+        self,
+        previous: "asyncio.Task | None",
+        gate: "asyncio.Future | None",
+        group: str,
+        event: dict,
+    ) -> None:
+        # asyncio.wait, not await: a cancelled send must not cancel what it waits for.
+        if gate is not None:
+            await asyncio.wait([gate])
         if previous is not None:
             await asyncio.wait([previous])
         try:

@@ -47,18 +47,18 @@ def _fresh_channel_layer():
 
 @pytest.fixture(autouse=True)
 def _loop_connections_closed():
-    """The event loop's own PostgreSQL connections (helpdesk.loop_db) belong to one loop,
-    and every test runs its own: those of the loops that have ended are closed after each
-    test, before they add up past PostgreSQL's connection limit."""
+    """The event loop's own PostgreSQL connections (helpdesk.loop_db) closed after each
+    test: one a test broke or left mid-statement is not the next test's."""
     from helpdesk import loop_db
 
     yield
-    loop_db.close_ended()
+    loop_db.close_all()
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _loop_connections_closed_before_teardown(django_db_setup, django_db_blocker):
-    """All of them closed before the test database is dropped."""
+    """The event loop's own PostgreSQL connections (helpdesk.loop_db) closed before the
+    test database is dropped."""
     from helpdesk import loop_db
 
     yield

@@ -298,6 +298,8 @@ class FakeLLMServer:
         self.requests: list[RecordedRequest] = []
         self.default_reply: Reply | None = None
         self.flag_words: set[str] = set(DEFAULT_FLAG_WORDS)
+        # Seconds the moderation endpoint takes to answer.
+        self.moderation_delay: float = 0
         self.base_url = ""
         self.port = 0
         self._script: deque[Reply] = deque()
@@ -414,6 +416,7 @@ class FakeLLMServer:
             self._routed.clear()
             self.default_reply = None
             self.flag_words = set(DEFAULT_FLAG_WORDS)
+            self.moderation_delay = 0
 
     def _next_reply(self, body: dict[str, Any]) -> Reply:
         with self._lock:
@@ -688,6 +691,7 @@ class FakeLLMServer:
             item if isinstance(item, str) else _message_text([item]) if item is not None else ""
             for item in inputs
         ]
+        self._wait(self.moderation_delay)
         handler.send_json(
             200,
             {

@@ -1,10 +1,14 @@
 """Copies of an answer's frames for the conversation's group, only while someone else
 follows it: the real consumers and the real channel layer (Redis in CI)."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from helpdesk.models import Conversation
+from tests.fake_llm import Reply
 from tests.handoff.test_agent_consumer import connected_agent, make_agent
 from tests.helpdesk.test_consumer import quiet_frames
 from tests.widget_client import WidgetClient
@@ -103,3 +107,49 @@ async def test_a_tab_left_alone_stops_sending_copies(site, group_sends):
     await tab_a.close()
 
     assert fleeting(group_sends) == []
+
+
+async def test_the_copy_of_a_message_the_bot_answers_waits_for_the_bots_request(
+    site, fake_llm, settings
+):
+    # The provider's moderation, which the bot's request to the LLM waits for, takes 0.2 s,
+    # and the LLM 0.4 s more: the other tab gets the customer's message once the request is
+    # on its way, before the hold's 0.5 s are up and before the answer.
+    settings.HELPDESK_MODERATION = "auto"
+    tab_a, tab_b = await answered_then_a_second_tab(site)
+    await quiet_frames(tab_a, quiet=0.2)
+    await quiet_frames(tab_b, quiet=0.2)
+    fake_llm.moderation_delay = 0.2
+    fake_llm.script(Reply(text="It costs $5.", delay=0.4))
+    clock = asyncio.get_running_loop().time
+    await tab_a.say("And what does it cost?")
+    acked = clock()
+    frames_b = await tab_b.receive_until("message")
+    echoed = clock()
+    seen_by_b, _done = await tab_b.answer()
+    await tab_a.answer()
+    await tab_a.close()
+    await tab_b.close()
+
+    assert frames_b[-1]["message"]["text"] == "And what does it cost?"
+    assert 0.1 <= echoed - acked < 0.45
+    assert seen_by_b
+
+
+async def test_the_copy_of_a_message_no_bot_answers_goes_at_once(site, fake_llm, settings):
+    tab_a, tab_b = await answered_then_a_second_tab(site)
+    await database_sync_to_async(
+        lambda: Conversation.objects.update(status=Conversation.Status.WAITING)
+    )()
+    await quiet_frames(tab_a, quiet=0.2)
+    await quiet_frames(tab_b, quiet=0.2)
+    fake_llm.moderation_delay = 0.3
+    clock = asyncio.get_running_loop().time
+    await tab_a.say("Are you there?")
+    acked = clock()
+    frames_b = await tab_b.receive_until("message")
+    await tab_a.close()
+    await tab_b.close()
+
+    assert frames_b[-1]["message"]["text"] == "Are you there?"
+    assert clock() - acked < 0.2

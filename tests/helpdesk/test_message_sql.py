@@ -4,7 +4,7 @@ helpdesk.prepared): the same rows as the ORM's transaction would store."""
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -17,7 +17,7 @@ from bots import services as bot_services
 from bots.models import ConversationSummary
 from handoff import escalation
 from handoff.policy import PolicyConfig
-from helpdesk import prepared
+from helpdesk import message_sql, prepared
 from helpdesk.models import Conversation, Message, Visitor
 from helpdesk.services import append_message, record_visitor_message, release_answer
 from tests.conftest import ON_POSTGRESQL
@@ -473,3 +473,46 @@ def test_statements_written_together_commit_or_roll_back_as_one(conversation):
     assert row == ("fr",)
     conversation.refresh_from_db()
     assert conversation.language == "fr"
+
+
+def test_a_customer_message_and_its_answer_are_the_rows_the_orm_would_store(conversation):
+    recorded = store(conversation, "Do you ship to Norway?", reserve_answer=True)
+    message = Message.objects.get(pk=recorded.message["id"])
+    answer = Message.objects.get(pk=recorded.answer["id"])
+    through_orm = Message.objects.create(
+        conversation=conversation,
+        seq=98,
+        author=Message.Author.VISITOR,
+        text="Do you ship to Norway?",
+        client_id=uuid.uuid4(),
+    )
+    answer_through_orm = Message.objects.create(
+        conversation=conversation,
+        seq=99,
+        author=Message.Author.BOT,
+        text="",
+        state=Message.State.STREAMING,
+    )
+    compared_away = COMPARED_AWAY | {"client_id"}
+    assert {k: v for k, v in model_to_dict(message).items() if k not in compared_away} == {
+        k: v for k, v in model_to_dict(through_orm).items() if k not in compared_away
+    }
+    assert stored(answer.pk) == stored(answer_through_orm.pk)
+
+
+def test_a_customer_message_takes_only_its_own_values_as_parameters(conversation):
+    # The columns that are the same in every such row are written into the statement.
+    client_id = uuid.uuid4()
+    message = message_sql.CUSTOMER_MESSAGE.new(
+        conversation_id=conversation.pk, text="Do you ship to Norway?", client_id=client_id
+    )
+    answer = message_sql.RESERVED_ANSWER.new(conversation_id=conversation.pk)
+    params = message_sql.visitor_message_params(
+        message, visitor_id=conversation.visitor_id, answer=answer
+    )
+    own = {conversation.pk, conversation.visitor_id, "Do you ship to Norway?", client_id}
+    statuses = {Conversation.Status.BOT, Conversation.Status.RESOLVED}
+    times = [value for value in params if isinstance(value, datetime)]
+    assert {value for value in params if not isinstance(value, datetime)} == own | statuses
+    # The conversation's update time, the message's and its answer's creation times.
+    assert len(times) == 3

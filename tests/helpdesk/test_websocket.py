@@ -58,3 +58,47 @@ async def test_events_reach_their_handlers_without_a_trip_to_the_database_thread
     _deltas, done = await client.answer()
     assert done["state"] == "complete"
     await client.close()
+
+
+async def received_within(layer, channel: str, seconds: float) -> dict | None:
+    try:
+        return await asyncio.wait_for(layer.receive(channel), seconds)
+    except TimeoutError:
+        return None
+
+
+async def test_held_sends_wait_for_their_release_and_keep_their_order():
+    layer = InMemoryChannelLayer()
+    await layer.group_add("conversation.1", "other-tab")
+    sends = OrderedGroupSends(layer)
+    sends.send("conversation.1", {"type": "conversation.frame", "n": 0})
+    sends.hold(5)
+    sends.send("conversation.1", {"type": "conversation.frame", "n": 1})
+    sends.send("conversation.1", {"type": "conversation.frame", "n": 2})
+    assert (await received_within(layer, "other-tab", 1))["n"] == 0
+    assert await received_within(layer, "other-tab", 0.2) is None
+    sends.release()
+    received = [(await received_within(layer, "other-tab", 1))["n"] for _ in range(2)]
+    assert received == [1, 2]
+
+
+async def test_a_hold_ends_by_itself_after_its_time():
+    layer = InMemoryChannelLayer()
+    await layer.group_add("conversation.1", "other-tab")
+    sends = OrderedGroupSends(layer)
+    clock = asyncio.get_running_loop().time
+    started = clock()
+    sends.hold(0.3)
+    sends.send("conversation.1", {"type": "conversation.frame", "n": 0})
+    assert (await received_within(layer, "other-tab", 2))["n"] == 0
+    assert 0.3 <= clock() - started < 1.5
+
+
+async def test_a_flush_sends_what_is_held():
+    layer = InMemoryChannelLayer()
+    await layer.group_add("conversation.1", "other-tab")
+    sends = OrderedGroupSends(layer)
+    sends.hold(5)
+    sends.send("conversation.1", {"type": "conversation.frame", "n": 0})
+    await asyncio.wait_for(sends.flush(), 1)
+    assert (await received_within(layer, "other-tab", 0.1))["n"] == 0

@@ -23,6 +23,8 @@ from handoff.policy import (
     bot_outcome,
     evaluate,
     priority_for,
+    rule_on_state,
+    rule_on_text,
 )
 from helpdesk import message_sql, prepared
 from helpdesk.models import Conversation, Message
@@ -153,14 +155,31 @@ def maybe_escalate(
     return None
 
 
-def lets_bot_answer(*, policy: PolicyConfig, text: str, recent_outcomes: tuple[str, ...]) -> bool:
+def lets_bot_answer(
+    *,
+    policy: PolicyConfig,
+    text: str,
+    recent_outcomes: tuple[str, ...],
+    text_let_through: bool | None = None,
+) -> bool:
     """Whether `maybe_escalate` would leave the message to the bot and do nothing more, told
     with no I/O from the site's `policy` and the bot's recent outcomes: no rule fires, and
-    no sentiment check is to be scheduled."""
-    decision = evaluate(TurnFacts(text=text, recent_bot_outcomes=recent_outcomes), policy)
-    if decision.escalate:
+    no sentiment check is to be scheduled. `text_let_through` is what `text_lets_bot_answer`
+    told, when it was asked already (while the message was being stored)."""
+    if text_let_through is None:
+        text_let_through = text_lets_bot_answer(policy=policy, text=text)
+    if not text_let_through:
+        return False
+    facts = TurnFacts(text=text, recent_bot_outcomes=recent_outcomes)
+    if rule_on_state(facts, policy).escalate:
         return False
     return not _sentiment_check_due(policy)
+
+
+def text_lets_bot_answer(*, policy: PolicyConfig, text: str) -> bool:
+    """Whether none of the rules that read only the message's text fires: the part of
+    `lets_bot_answer` that needs nothing PostgreSQL reads."""
+    return rule_on_text(text, policy) is None
 
 
 def _sentiment_check_due(policy: PolicyConfig) -> bool:

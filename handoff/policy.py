@@ -499,52 +499,63 @@ def _escalate(rule: str, reason: str, priority: int, team_id: int | None) -> Dec
 
 def evaluate(facts: TurnFacts, config: PolicyConfig) -> Decision:
     """Whether the customer's new message goes to a human: the first rule that fires wins."""
-    text = _prepare(facts.text)
-    team = config.default_team_id
-
     if facts.moderation_flagged:
         return _escalate(
             Handoff.Rule.MODERATION,
             "Message flagged by moderation",
             priority_for(Handoff.Rule.MODERATION),
+            config.default_team_id,
+        )
+    return rule_on_text(facts.text, config) or rule_on_state(facts, config)
+
+
+def rule_on_text(text: str, config: PolicyConfig) -> Decision | None:
+    """The first of the rules that read only the message's text to fire (the customer asks
+    for a person, a sensitive topic, the sentiment lexicon), or None."""
+    text = _prepare(text)
+    if not text.strip():
+        return None
+    team = config.default_team_id
+    if phrase := _asks_for_person(text):
+        return _escalate(
+            Handoff.Rule.CUSTOMER,
+            f"Customer asked for a person: {_quote(phrase)}",
+            priority_for(Handoff.Rule.CUSTOMER),
             team,
         )
 
-    if text.strip():
-        if phrase := _asks_for_person(text):
+    # sorted() is stable: on equal priority the first configured topic wins.
+    for topic in sorted(config.topics, key=lambda t: -t.priority):
+        if word := banned_words_for(topic.keywords).find(text):
+            why = f"Sensitive topic {_quote(topic.name, 100)}: {_quote(word)}"
+            if topic.amount_over is not None:
+                largest = max(amounts_of_money(text), default=None)
+                if largest is None or largest <= topic.amount_over:
+                    continue
+                why += f", amount {largest:f} over {topic.amount_over:f}"
             return _escalate(
-                Handoff.Rule.CUSTOMER,
-                f"Customer asked for a person: {_quote(phrase)}",
-                priority_for(Handoff.Rule.CUSTOMER),
-                team,
+                Handoff.Rule.KEYWORD,
+                why,
+                topic.priority,
+                topic.team_id if topic.team_id is not None else team,
             )
 
-        # sorted() is stable: on equal priority the first configured topic wins.
-        for topic in sorted(config.topics, key=lambda t: -t.priority):
-            if word := banned_words_for(topic.keywords).find(text):
-                why = f"Sensitive topic {_quote(topic.name, 100)}: {_quote(word)}"
-                if topic.amount_over is not None:
-                    largest = max(amounts_of_money(text), default=None)
-                    if largest is None or largest <= topic.amount_over:
-                        continue
-                    why += f", amount {largest:f} over {topic.amount_over:f}"
-                return _escalate(
-                    Handoff.Rule.KEYWORD,
-                    why,
-                    topic.priority,
-                    topic.team_id if topic.team_id is not None else team,
-                )
+    if config.sentiment_check:
+        score, signals = _sentiment(text)
+        if score >= SENTIMENT_THRESHOLD:
+            return _escalate(
+                Handoff.Rule.SENTIMENT,
+                f"Angry or distressed customer (score {score}): {', '.join(signals)}",
+                priority_for(Handoff.Rule.SENTIMENT),
+                team,
+            )
+    return None
 
-        if config.sentiment_check:
-            score, signals = _sentiment(text)
-            if score >= SENTIMENT_THRESHOLD:
-                return _escalate(
-                    Handoff.Rule.SENTIMENT,
-                    f"Angry or distressed customer (score {score}): {', '.join(signals)}",
-                    priority_for(Handoff.Rule.SENTIMENT),
-                    team,
-                )
 
+def rule_on_state(facts: TurnFacts, config: PolicyConfig) -> Decision:
+    """The rules on the conversation's state (the bot's recent failures, the provider
+    down): the first that fires, else no escalation."""
+    team = config.default_team_id
     threshold = config.failure_threshold
     recent = facts.recent_bot_outcomes[-threshold:] if threshold > 0 else ()
     if len(recent) == threshold > 0 and all(o in FAILED_OUTCOMES for o in recent):

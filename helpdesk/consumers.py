@@ -197,10 +197,13 @@ def _policy_and_turn_from_caches(
     *,
     policy: PolicyConfig,
     lookups: "engine.services.Lookups | None",
+    text_let_through: bool | None = None,
 ) -> StoredTurn | None:
     """`_policy_and_turn` with no I/O, on the event loop, for a message stored there; None
     where it would need some (a new conversation to announce, a rule that fires, what the
-    caches do not hold): then `_policy_and_turn` runs in the ORM thread."""
+    caches do not hold): then `_policy_and_turn` runs in the ORM thread.
+    `text_let_through`: the policy's rules on the text, told while the message was being
+    stored (`handoff.escalation.text_lets_bot_answer`)."""
     message, read = recorded.message, recorded.reads
     if message["seq"] == 1 or read is None:
         return None
@@ -209,7 +212,10 @@ def _policy_and_turn_from_caches(
     try:
         recent_outcomes = handoff_escalation.outcomes_of_read(read[0])
         if not handoff_escalation.lets_bot_answer(
-            policy=policy, text=message["text"], recent_outcomes=recent_outcomes
+            policy=policy,
+            text=message["text"],
+            recent_outcomes=recent_outcomes,
+            text_let_through=text_let_through,
         ):
             return None
         turn = engine.read_turn_from_caches(
@@ -481,12 +487,17 @@ class WidgetConsumer(WebsocketConsumer):
             return None
         conversation_id, site_id = self.conversation_id, self.site.id
         lookups = []
+        text_let_through = []
 
         def look_up_while_storing() -> None:
             try:
                 lookups.append(engine.lookups_ahead(site_id=site_id, question=frame["text"]))
+                text_let_through.append(
+                    handoff_escalation.text_lets_bot_answer(policy=policy, text=frame["text"])
+                )
             except Exception:
-                # Only time is lost: the turn read makes the lookups again.
+                # Only time is lost: the turn read makes the lookups again, and the policy
+                # reads the text again.
                 logger.exception(
                     "Looking up the question of conversation %s failed", conversation_id
                 )
@@ -511,7 +522,12 @@ class WidgetConsumer(WebsocketConsumer):
             return None
         found = lookups[0] if lookups else None
 
-        stored = _policy_and_turn_from_caches(recorded, policy=policy, lookups=found)
+        stored = _policy_and_turn_from_caches(
+            recorded,
+            policy=policy,
+            lookups=found,
+            text_let_through=text_let_through[0] if text_let_through else None,
+        )
         if stored is not None:
             return stored
         acknowledge(recorded)

@@ -56,8 +56,8 @@ _MESSAGE_OF_STARTED = {"conversation_id": "started.id"}
 class MessageKind:
     """Messages that differ only in their `own` fields and their number: the statements
     that store one take those as parameters, and have the other columns written in (a
-    customer message with its reserved answer: 16 parameters instead of 58, each one
-    prepared in Python and then sent)."""
+    customer message with its reserved answer and the turn's reads: 22 parameters instead
+    of 58, each one prepared in Python and then sent)."""
 
     fixed: tuple[tuple[str, object], ...]
     own: frozenset[str]

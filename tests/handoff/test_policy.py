@@ -7,6 +7,8 @@ import pytest
 from bots import offline, site_cache
 from handoff.models import HandoffSettings, SensitiveTopic, Team
 from handoff.policy import (
+    ERROR,
+    NO_MATCH,
     SENTIMENT_THRESHOLD,
     Decision,
     PolicyConfig,
@@ -14,6 +16,8 @@ from handoff.policy import (
     TurnFacts,
     bot_outcome,
     evaluate,
+    rule_on_state,
+    rule_on_text,
 )
 from tests.conftest import make_site
 
@@ -462,3 +466,45 @@ def test_the_policy_is_cached_per_site_until_its_settings_change(
     HandoffSettings.objects.create(site=site, failure_threshold=5)
     assert PolicyConfig.for_site(site.id).failure_threshold == 5
     site_cache.invalidate()
+
+
+# -- the rules on the text apart, as the event loop tells them while storing ---------------
+
+
+A_TOPIC_AND_FAILURES = PolicyConfig(
+    topics=(Topic(name="Refunds", keywords=("refund",), priority=3, team_id=None),),
+    failure_threshold=2,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "outcomes"),
+    [
+        ("How long does shipping take?", ()),
+        ("I want a human", ()),
+        ("I need a refund now", ()),
+        ("THIS IS USELESS!!! worst service ever, I am furious", ()),
+        ("And what about returns?", (NO_MATCH, ERROR)),
+        ("I want a human", (NO_MATCH, ERROR)),
+        ("", (NO_MATCH, ERROR)),
+    ],
+)
+def test_the_rules_on_the_text_then_on_the_state_decide_as_all_the_rules_do(text, outcomes):
+    facts = TurnFacts(text=text, recent_bot_outcomes=outcomes)
+    apart = rule_on_text(text, A_TOPIC_AND_FAILURES) or rule_on_state(facts, A_TOPIC_AND_FAILURES)
+    assert apart == evaluate(facts, A_TOPIC_AND_FAILURES)
+
+
+def test_what_the_text_rules_told_beforehand_is_not_told_again(monkeypatch):
+    from handoff import escalation
+
+    config = PolicyConfig(sentiment_check=False)
+    asked = []
+    monkeypatch.setattr(escalation, "rule_on_text", lambda *args: asked.append(args))
+    assert escalation.lets_bot_answer(
+        policy=config, text="Hi", recent_outcomes=(), text_let_through=True
+    )
+    assert not escalation.lets_bot_answer(
+        policy=config, text="Hi", recent_outcomes=(), text_let_through=False
+    )
+    assert asked == []

@@ -544,6 +544,38 @@ async def test_the_turns_lookups_are_made_while_the_message_is_stored(site, sett
     assert done["state"] == "complete"
 
 
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="the event loop stores on PostgreSQL only")
+async def test_the_policys_rules_on_the_text_are_told_while_the_message_is_stored(
+    site, settings, monkeypatch
+):
+    from handoff import escalation
+    from helpdesk import loop_db
+
+    settings.HELPDESK_SITE_CACHE_SECONDS = 60
+    told = []
+    text_lets_bot_answer = escalation.text_lets_bot_answer
+    told_on_the_loop = threading.Event()
+    run = loop_db._Senders.run
+
+    def run_once_told(self, sql, params):
+        # Holds the statement in flight until the rules are told, or for five seconds.
+        told_on_the_loop.wait(timeout=5)
+        return run(self, sql, params)
+
+    def watched(**kwargs):
+        if _on_event_loop():
+            told.append(loop_db._current_senders.in_flight)
+            told_on_the_loop.set()
+        return text_lets_bot_answer(**kwargs)
+
+    monkeypatch.setattr(loop_db._Senders, "run", run_once_told)
+    monkeypatch.setattr(escalation, "text_lets_bot_answer", watched)
+    done = await opened_then_followed_up(site)
+    # The follow-up's, on the event loop, while its one statement is in flight.
+    assert told == [1]
+    assert done["state"] == "complete"
+
+
 def _on_event_loop() -> bool:
     try:
         asyncio.get_running_loop()

@@ -516,12 +516,7 @@ async def test_the_turns_lookups_are_made_while_the_message_is_stored(site, sett
     made = []
     lookups_ahead = engine.lookups_ahead
     lookups_made_on_the_loop = threading.Event()
-    run = loop_db._Senders.run
-
-    def run_once_looked_up(self, sql, params):
-        # Holds the statement in flight until the lookups are made, or for five seconds.
-        lookups_made_on_the_loop.wait(timeout=5)
-        return run(self, sql, params)
+    statements_held_until(lookups_made_on_the_loop, monkeypatch)
 
     def watched(**kwargs):
         lookups = lookups_ahead(**kwargs)
@@ -533,7 +528,6 @@ async def test_the_turns_lookups_are_made_while_the_message_is_stored(site, sett
         made.append((storing, lookups is not None))
         return lookups
 
-    monkeypatch.setattr(loop_db._Senders, "run", run_once_looked_up)
     monkeypatch.setattr(engine, "lookups_ahead", watched)
     done = await opened_then_followed_up(site)
     # Both are made while PostgreSQL stores the message: the first message's in the ORM
@@ -555,12 +549,7 @@ async def test_the_policys_rules_on_the_text_are_told_while_the_message_is_store
     told = []
     text_lets_bot_answer = escalation.text_lets_bot_answer
     told_on_the_loop = threading.Event()
-    run = loop_db._Senders.run
-
-    def run_once_told(self, sql, params):
-        # Holds the statement in flight until the rules are told, or for five seconds.
-        told_on_the_loop.wait(timeout=5)
-        return run(self, sql, params)
+    statements_held_until(told_on_the_loop, monkeypatch)
 
     def watched(**kwargs):
         if _on_event_loop():
@@ -568,12 +557,25 @@ async def test_the_policys_rules_on_the_text_are_told_while_the_message_is_store
             told_on_the_loop.set()
         return text_lets_bot_answer(**kwargs)
 
-    monkeypatch.setattr(loop_db._Senders, "run", run_once_told)
     monkeypatch.setattr(escalation, "text_lets_bot_answer", watched)
     done = await opened_then_followed_up(site)
     # The follow-up's, on the event loop, while its one statement is in flight.
     assert told == [1]
     assert done["state"] == "complete"
+
+
+def statements_held_until(event: threading.Event, monkeypatch) -> None:
+    """The sender threads of helpdesk.loop_db hold each statement in flight until `event`
+    is set, or for five seconds."""
+    from helpdesk import loop_db
+
+    run = loop_db._Senders.run
+
+    def held(self, sql, params):
+        event.wait(timeout=5)
+        return run(self, sql, params)
+
+    monkeypatch.setattr(loop_db._Senders, "run", held)
 
 
 def _on_event_loop() -> bool:

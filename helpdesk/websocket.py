@@ -63,9 +63,9 @@ class OrderedGroupSends:
     bot's first token, nor between one delta and the next.
 
     A hold (`hold`) keeps the sends asked for meanwhile queued until `release` or `flush`,
-    or for a few seconds at most: while a customer's message is being answered, the Redis
-    round trips of its copies would otherwise take the interpreter between the ack and the
-    bot's request to the LLM.
+    or for the time it was given at most: while a customer's message is being answered, the
+    Redis round trips of its copies would otherwise take the interpreter between the ack
+    and the bot's request to the LLM.
     """
 
     def __init__(self, layer) -> None:

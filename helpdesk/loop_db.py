@@ -120,6 +120,9 @@ def _current() -> _Senders:
     """The senders, new when the setting changed (the tests change it)."""
     global _current_senders
     size = settings.HELPDESK_DB_LOOP_CONNECTIONS
+    current = _current_senders
+    if current is not None and current.size == size:
+        return current
     with _senders_lock:
         replaced = _current_senders
         if replaced is not None and replaced.size == size:

@@ -4,6 +4,7 @@ import asyncio
 import json
 import threading
 import uuid
+from collections.abc import Callable
 
 import pytest
 from channels.db import database_sync_to_async
@@ -510,22 +511,18 @@ async def test_the_turns_lookups_are_made_while_the_message_is_stored(site, sett
     from django.db import connection
 
     from bots import engine
-    from helpdesk import loop_db
 
     settings.HELPDESK_SITE_CACHE_SECONDS = 60
     made = []
     lookups_ahead = engine.lookups_ahead
-    lookups_made_on_the_loop = threading.Event()
-    statements_held_until(lookups_made_on_the_loop, monkeypatch)
+    in_flight = statements_held_in_flight(monkeypatch)
 
     def watched(**kwargs):
         lookups = lookups_ahead(**kwargs)
         if _on_event_loop():
-            storing = loop_db._current_senders.in_flight
-            lookups_made_on_the_loop.set()
+            made.append((in_flight(), lookups is not None))
         else:
-            storing = connection.connection.pgconn.pipeline_status
-        made.append((storing, lookups is not None))
+            made.append((connection.connection.pgconn.pipeline_status, lookups is not None))
         return lookups
 
     monkeypatch.setattr(engine, "lookups_ahead", watched)
@@ -543,18 +540,15 @@ async def test_the_policys_rules_on_the_text_are_told_while_the_message_is_store
     site, settings, monkeypatch
 ):
     from handoff import escalation
-    from helpdesk import loop_db
 
     settings.HELPDESK_SITE_CACHE_SECONDS = 60
     told = []
     text_lets_bot_answer = escalation.text_lets_bot_answer
-    told_on_the_loop = threading.Event()
-    statements_held_until(told_on_the_loop, monkeypatch)
+    in_flight = statements_held_in_flight(monkeypatch)
 
     def watched(**kwargs):
         if _on_event_loop():
-            told.append(loop_db._current_senders.in_flight)
-            told_on_the_loop.set()
+            told.append(in_flight())
         return text_lets_bot_answer(**kwargs)
 
     monkeypatch.setattr(escalation, "text_lets_bot_answer", watched)
@@ -564,18 +558,26 @@ async def test_the_policys_rules_on_the_text_are_told_while_the_message_is_store
     assert done["state"] == "complete"
 
 
-def statements_held_until(event: threading.Event, monkeypatch) -> None:
-    """The sender threads of helpdesk.loop_db hold each statement in flight until `event`
-    is set, or for five seconds."""
+def statements_held_in_flight(monkeypatch) -> Callable[[], int]:
+    """The sender threads of helpdesk.loop_db hold each statement in flight (five seconds at
+    most) until the function returned is called: it tells how many were in flight, and
+    lets them go."""
     from helpdesk import loop_db
 
+    seen = threading.Event()
     run = loop_db._Senders.run
 
     def held(self, sql, params):
-        event.wait(timeout=5)
+        seen.wait(timeout=5)
         return run(self, sql, params)
 
+    def in_flight() -> int:
+        count = loop_db._current_senders.in_flight
+        seen.set()
+        return count
+
     monkeypatch.setattr(loop_db._Senders, "run", held)
+    return in_flight
 
 
 def _on_event_loop() -> bool:

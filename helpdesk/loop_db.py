@@ -15,6 +15,14 @@ preempted it on three turns in four: 1.7 ms until the loop ran again against 0.5
 (docs/performance.md, stop 20). A sender thread does wait, so the backend runs there and
 the loop goes on beside it.
 
+The loop does wait for one thing: the thread taking the statement. Until the thread has
+sent it, it needs the interpreter, which the loop would hold through the turn's lookups; a
+thread waiting for the interpreter gets it after the switch interval (5 ms) or when the
+loop next blocks, and in the meantime PostgreSQL has nothing to run. Waiting until the
+thread has the statement, the loop lets the thread send it and PostgreSQL runs beside the
+lookups: the server's part of the way to the first token is 1.7 ms shorter
+(docs/performance.md, stop 21).
+
 Up to `HELPDESK_DB_LOOP_CONNECTIONS` statements are in flight, each on a connection opened
 when first needed and kept. When all are in use, or PostgreSQL fails, `write_one` raises
 `Unavailable` and the caller takes the ORM thread's path: the loop never waits for a
@@ -40,6 +48,9 @@ from django.db import connection
 from helpdesk import prepared
 
 logger = logging.getLogger(__name__)
+
+# The longest the event loop waits for a sender thread to take its statement (`write_one`).
+HAND_OVER_SECONDS = 0.002
 
 
 class Unavailable(Exception):
@@ -70,14 +81,17 @@ class _Senders:
         with self.lock:
             self.in_flight -= 1
 
-    def run(self, sql: str, params: list) -> tuple | None:
-        """In a sender thread: the statement on an idle connection, or a new one."""
+    def run(self, sql: str, params: list, taken: threading.Event) -> tuple | None:
+        """In a sender thread: the statement on an idle connection, or a new one; `taken`
+        set once it is about to be sent (or a connection is to be made first)."""
         conn = None
         try:
             with self.lock:
                 conn = self.idle.pop() if self.idle else None
             if conn is None:
+                taken.set()
                 conn = _connect()
+            taken.set()
             cursor = prepared.PreparingCursor(conn)
             cursor.execute(sql, params)
             return cursor.fetchone()
@@ -166,19 +180,24 @@ async def write_one(
     as `helpdesk.prepared.write_one` does outside a transaction, but without the ORM's
     thread.
 
-    `while_waiting` runs in the loop, holding it, while a sender thread sends the statement
-    and PostgreSQL runs it; it must not use the database. Raises `Unavailable` when the
-    statement could not run here. Once handed over, the statement runs to its end even if
-    the caller is cancelled meanwhile, as it would in the ORM thread.
+    `while_waiting` runs in the loop, holding it, once a sender thread has taken the
+    statement (`HAND_OVER_SECONDS` at most), while the thread sends it and PostgreSQL runs
+    it; it must not use the database. Raises `Unavailable` when the statement could not
+    run here. Once handed over, the statement runs to its end even if the caller is
+    cancelled meanwhile, as it would in the ORM thread.
     """
     senders = _current()
     if not senders.take():
         raise Unavailable("every connection of the event loop is in use")
+    taken = threading.Event()
     try:
-        sent = senders.executor.submit(senders.run, sql, params)
+        sent = senders.executor.submit(senders.run, sql, params, taken)
     except RuntimeError as error:  # closed meanwhile
         senders.give_up()
         raise Unavailable(str(error)) from error
+    # Blocks the loop, without the interpreter, while the thread sends (see the module's
+    # docstring).
+    taken.wait(HAND_OVER_SECONDS)
     statement = asyncio.wrap_future(sent)
     if while_waiting is not None:
         while_waiting()

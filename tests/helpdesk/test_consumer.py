@@ -567,9 +567,9 @@ def statements_held_in_flight(monkeypatch) -> Callable[[], int]:
     seen = threading.Event()
     run = loop_db._Senders.run
 
-    def held(self, sql, params):
+    def held(self, *args):
         seen.wait(timeout=5)
-        return run(self, sql, params)
+        return run(self, *args)
 
     def in_flight() -> int:
         count = loop_db._current_senders.in_flight

@@ -8,7 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
 
-from helpdesk import loop_db
+from helpdesk import loop_db, prepared
 from helpdesk.models import Message
 from tests.conftest import ON_POSTGRESQL
 from tests.widget_client import WidgetClient
@@ -65,9 +65,9 @@ async def test_the_statement_is_sent_from_a_sender_thread_neither_the_loops_nor_
     senders = []
     run = loop_db._Senders.run
 
-    def remembered_run(self, sql, params):
+    def remembered_run(self, *args):
         senders.append(threading.current_thread())
-        return run(self, sql, params)
+        return run(self, *args)
 
     monkeypatch.setattr(loop_db._Senders, "run", remembered_run)
     orm_thread = await database_sync_to_async(threading.current_thread)()
@@ -88,6 +88,27 @@ async def test_the_work_given_runs_while_postgresql_runs_the_statement():
     assert row == ("", "stored")
     assert len(seen) == 1
     assert seen[0] - started < 0.2 <= clock() - seen[0]
+
+
+async def test_the_work_given_waits_until_the_sender_thread_has_sent_the_statement(
+    monkeypatch,
+):
+    # Unless the loop waits for it, the thread gets the interpreter only once the work
+    # given is done, and PostgreSQL starts on the statement only then.
+    monkeypatch.setattr(loop_db, "HAND_OVER_SECONDS", 5.0)
+    await loop_db.write_one(BACKEND, [])  # a connection to take, none to make
+    sent = []
+    execute = prepared.PreparingCursor.execute
+
+    def remembered_execute(self, *args, **kwargs):
+        sent.append(threading.current_thread())
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(prepared.PreparingCursor, "execute", remembered_execute)
+    seen = []
+    await loop_db.write_one(BACKEND, [], while_waiting=lambda: seen.append(len(sent)))
+    assert seen == [1]
+    assert sent[0].name.startswith("helpdesk-db")
 
 
 async def test_with_every_connection_in_use_the_caller_is_told_at_once(settings):

@@ -1,5 +1,7 @@
 """The short-lived per-process cache of a site's bot settings and knowledge state."""
 
+import threading
+
 import pytest
 
 from bots import services, site_cache
@@ -54,6 +56,114 @@ def test_an_expired_entry_is_read_again(settings, monkeypatch):
     later = site_cache.monotonic() + 3
     monkeypatch.setattr(site_cache, "monotonic", lambda: later)
     assert site_cache.get(1, load) == "bundle 1 #2"
+
+
+class Clock:
+    """site_cache's clock, set by the test (the refresher's thread reads it too)."""
+
+    def __init__(self, monkeypatch):
+        self.now = site_cache.monotonic()
+        monkeypatch.setattr(site_cache, "monotonic", lambda: self.now)
+
+
+def refreshes_done() -> None:
+    site_cache._refresher.submit(lambda: None).result(timeout=5)
+
+
+def test_an_entry_read_in_the_second_half_of_its_life_is_read_again_in_the_background(
+    settings, monkeypatch
+):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 2
+    clock = Clock(monkeypatch)
+    threads = []
+    load, calls = counting_loader()
+
+    def remembered_load(site_id):
+        threads.append(threading.current_thread().name)
+        return load(site_id)
+
+    site_cache.get(1, remembered_load)
+    clock.now += 0.9
+    assert site_cache.get(1, remembered_load) == "bundle 1 #1"
+    refreshes_done()
+    assert calls == [1]  # still young
+    clock.now += 0.3
+    assert site_cache.get(1, remembered_load) == "bundle 1 #1"  # old: read again meanwhile
+    refreshes_done()
+    assert calls == [1, 1]
+    assert threads[1].startswith("helpdesk-site-cache")
+    clock.now += 1.5  # past the first reading's two seconds
+    assert site_cache.peek(1) == "bundle 1 #2"
+    assert calls == [1, 1]
+
+
+def test_peeking_at_an_old_entry_reads_it_again_too(settings, monkeypatch):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 2
+    clock = Clock(monkeypatch)
+    load, _calls = counting_loader()
+    site_cache.get(1, load)
+    clock.now += 1.5
+    assert site_cache.peek(1) == "bundle 1 #1"
+    refreshes_done()
+    assert site_cache.peek(1) == "bundle 1 #2"
+
+
+def test_a_refreshed_value_is_served_no_longer_than_the_ttl_after_its_reading_began(
+    settings, monkeypatch
+):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 2
+    clock = Clock(monkeypatch)
+    load, _calls = counting_loader()
+    site_cache.get(1, load)
+    clock.now += 1.5
+    site_cache.peek(1)
+    refreshes_done()
+    clock.now += 2.0
+    assert site_cache.peek(1) is None
+    assert site_cache.get(1, load) == "bundle 1 #3"
+
+
+def test_a_site_changed_while_it_was_read_again_keeps_no_value_of_that_reading(
+    settings, monkeypatch
+):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 2
+    clock = Clock(monkeypatch)
+    calls = []
+
+    def load(site_id):
+        calls.append(site_id)
+        if len(calls) == 2:
+            site_cache.invalidate(site_id)  # saved while the refresher read it
+        return f"bundle {site_id} #{len(calls)}"
+
+    site_cache.get(1, load)
+    clock.now += 1.5
+    site_cache.peek(1)
+    refreshes_done()
+    assert site_cache.peek(1) is None
+    assert site_cache.get(1, load) == "bundle 1 #3"
+
+
+def test_a_failed_refresh_leaves_the_entry_to_expire(settings, monkeypatch, caplog):
+    settings.HELPDESK_SITE_CACHE_SECONDS = 2
+    clock = Clock(monkeypatch)
+    calls = []
+
+    def load(site_id):
+        calls.append(site_id)
+        if len(calls) == 2:
+            raise RuntimeError("database gone")
+        return f"bundle {site_id} #{len(calls)}"
+
+    site_cache.get(1, load)
+    clock.now += 1.5
+    site_cache.peek(1)
+    refreshes_done()
+    assert "Reading site 1 again" in caplog.text
+    assert site_cache.peek(1) == "bundle 1 #1"
+    assert calls == [1, 1]  # one refresh at a time, not one per read
+    clock.now += 0.6
+    assert site_cache.get(1, load) == "bundle 1 #3"
 
 
 @pytest.mark.django_db

@@ -108,22 +108,17 @@ def _refresh(key: tuple[str, int], entry: _Entry, ttl: float) -> None:
     was read again) meanwhile."""
     started = monotonic()
     try:
-        # On this thread's own connection, kept from one refresh to the next.
         value = entry.load(key[1])
     except Exception:
         # The entry expires as it would have; the next turn after that reads the site.
         logger.exception("Reading site %s again for the cache (%s) failed", key[1], key[0])
-        connections.close_all()
         return
+    finally:
+        # Back to the pool (PostgreSQL), as after any of the ORM thread's trips.
+        connections.close_all()
     with _lock:
         if _entries.get(key) is entry:
             _entries[key] = _Entry(started + ttl, value, entry.load)
-
-
-def close_connections() -> None:
-    """Close the refresher's database connections (the tests do, before the test database
-    is dropped)."""
-    _refresher.submit(connections.close_all).result()
 
 
 def invalidate(site_id: int | None = None) -> None:

@@ -57,14 +57,12 @@ def _loop_connections_closed():
 
 @pytest.fixture(scope="session", autouse=True)
 def _loop_connections_closed_before_teardown(django_db_setup, django_db_blocker):
-    """The event loop's own PostgreSQL connections (helpdesk.loop_db), and the site cache's
-    refresher's, closed before the test database is dropped."""
-    from bots import site_cache
+    """The event loop's own PostgreSQL connections (helpdesk.loop_db) closed before the
+    test database is dropped."""
     from helpdesk import loop_db
 
     yield
     loop_db.close_all()
-    site_cache.close_connections()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ response-cache keys and the retrieval index. Set it to 0 to read everything on e
 Refreshed ahead: an entry read in the second half of its life is read again in a thread of
 this module ("helpdesk-site-cache"), and the new value replaces it unless the site changed
 meanwhile. A site in use is then never read on a customer's turn: when an entry expired on
-the way, the turn that found it read the site in the ORM thread, 4-16 ms on the way to the
+the way, the turn that found it read the site in the ORM thread, 3-16 ms on the way to the
 first token once every `HELPDESK_SITE_CACHE_SECONDS` (docs/performance.md, stop 21). A
 value is still never served longer than the TTL after its reading began.
 """

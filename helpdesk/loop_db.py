@@ -83,15 +83,15 @@ class _Senders:
 
     def run(self, sql: str, params: list, taken: threading.Event) -> tuple | None:
         """In a sender thread: the statement on an idle connection, or a new one; `taken`
-        set once it is about to be sent (or a connection is to be made first)."""
+        set as the thread starts (it keeps the interpreter until it waits on the socket:
+        the statement sent, or a connection being made)."""
+        taken.set()
         conn = None
         try:
             with self.lock:
                 conn = self.idle.pop() if self.idle else None
             if conn is None:
-                taken.set()
                 conn = _connect()
-            taken.set()
             cursor = prepared.PreparingCursor(conn)
             cursor.execute(sql, params)
             return cursor.fetchone()

@@ -15,11 +15,15 @@ def _empty_cache():
     site_cache.invalidate()
 
 
-def counting_loader():
+def counting_loader(second_reading=None):
+    """A loader that counts its readings; `second_reading(site_id)`, if given, runs during
+    the second."""
     calls = []
 
     def load(site_id):
         calls.append(site_id)
+        if len(calls) == 2 and second_reading is not None:
+            second_reading(site_id)
         return f"bundle {site_id} #{len(calls)}"
 
     return load, calls
@@ -70,6 +74,13 @@ def refreshes_done() -> None:
     site_cache._refresher.submit(lambda: None).result(timeout=5)
 
 
+def read_when_old(clock) -> None:
+    """Site 1's entry (two seconds' life) peeked at when old, and its refresh waited for."""
+    clock.now += 1.5
+    site_cache.peek(1)
+    refreshes_done()
+
+
 def test_an_entry_read_in_the_second_half_of_its_life_is_read_again_in_the_background(
     settings, monkeypatch
 ):
@@ -115,9 +126,7 @@ def test_a_refreshed_value_is_served_no_longer_than_the_ttl_after_its_reading_be
     clock = Clock(monkeypatch)
     load, _calls = counting_loader()
     site_cache.get(1, load)
-    clock.now += 1.5
-    site_cache.peek(1)
-    refreshes_done()
+    read_when_old(clock)
     clock.now += 2.0
     assert site_cache.peek(1) is None
     assert site_cache.get(1, load) == "bundle 1 #3"
@@ -128,18 +137,10 @@ def test_a_site_changed_while_it_was_read_again_keeps_no_value_of_that_reading(
 ):
     settings.HELPDESK_SITE_CACHE_SECONDS = 2
     clock = Clock(monkeypatch)
-    calls = []
-
-    def load(site_id):
-        calls.append(site_id)
-        if len(calls) == 2:
-            site_cache.invalidate(site_id)  # saved while the refresher read it
-        return f"bundle {site_id} #{len(calls)}"
-
+    # The site saved while the refresher reads it.
+    load, _calls = counting_loader(second_reading=site_cache.invalidate)
     site_cache.get(1, load)
-    clock.now += 1.5
-    site_cache.peek(1)
-    refreshes_done()
+    read_when_old(clock)
     assert site_cache.peek(1) is None
     assert site_cache.get(1, load) == "bundle 1 #3"
 
@@ -147,18 +148,13 @@ def test_a_site_changed_while_it_was_read_again_keeps_no_value_of_that_reading(
 def test_a_failed_refresh_leaves_the_entry_to_expire(settings, monkeypatch, caplog):
     settings.HELPDESK_SITE_CACHE_SECONDS = 2
     clock = Clock(monkeypatch)
-    calls = []
 
-    def load(site_id):
-        calls.append(site_id)
-        if len(calls) == 2:
-            raise RuntimeError("database gone")
-        return f"bundle {site_id} #{len(calls)}"
+    def database_gone(site_id):
+        raise RuntimeError("database gone")
 
+    load, calls = counting_loader(second_reading=database_gone)
     site_cache.get(1, load)
-    clock.now += 1.5
-    site_cache.peek(1)
-    refreshes_done()
+    read_when_old(clock)
     assert "Reading site 1 again" in caplog.text
     assert site_cache.peek(1) == "bundle 1 #1"
     assert calls == [1, 1]  # one refresh at a time, not one per read

@@ -105,3 +105,28 @@ def in_thread(query):
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(run).result()
+
+
+class HeldScript:
+    """A static script of the context's pages, held back as on a slow network until released.
+
+    Routing turns off the browser's cache, so every page load asks for the script again. A
+    page whose scripts are `defer` fires neither DOMContentLoaded nor load while one is held:
+    navigate with `wait_until="commit"`.
+    """
+
+    def __init__(self, context, path: str):
+        self.context = context
+        self.pattern = f"**/static/{path}*"
+        self.requests = []
+        context.route(self.pattern, lambda route: self.requests.append(route))
+
+    def release(self, page) -> None:
+        """Let the page have the script (once it has asked for it); later loads get it at once."""
+        for _ in range(250):
+            if self.requests:
+                break
+            page.wait_for_timeout(20)
+        assert len(self.requests) == 1, f"{self.pattern} was asked for {len(self.requests)} times"
+        self.requests.pop().continue_()
+        self.context.unroute(self.pattern)

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from handoff import services
 from handoff.models import AgentProfile, Rating
 from helpdesk.models import Conversation, Site
-from tests.browser.conftest import in_thread
+from tests.browser.conftest import HeldScript, in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -78,6 +78,41 @@ def open_and_claim(console) -> Conversation:
     row.get_by_role("link", name="Open").click()
     console.get_by_role("button", name="Claim").click()
     return conversation
+
+
+def test_the_agent_pages_controls_wait_for_their_scripts(
+    agent, host_page, helpdesk_server, chromium
+):
+    customer_context, chat = customer_asks_for_a_person(chromium, host_page)
+    agent_context, queue = agent_on_the_queue(chromium, helpdesk_server)
+    expect(queue.locator("#hd-queue")).to_have_attribute("data-connection", "live")
+
+    queue_js = HeldScript(agent_context, "handoff/queue.js")
+    queue.reload(wait_until="commit")
+    claim = queue.locator("tr.hd-row").get_by_role("button", name="Claim")
+    switches = [queue.get_by_label("Available for chats"), queue.get_by_label("Notify me")]
+    for control in [claim, *switches]:
+        expect(control).to_be_disabled()
+    queue_js.release(queue)
+    for control in [claim, *switches]:
+        expect(control).to_be_enabled()
+
+    console_js = HeldScript(agent_context, "handoff/console.js")
+    queue.locator("tr.hd-row").get_by_role("link", name="Open").click()
+    actions = [
+        queue.get_by_role("button", name=name, exact=True)
+        for name in ("Claim", "Send", "Resolve", "Return to bot", "Transfer", "Add note")
+    ]
+    expect(queue.get_by_role("log", name="Transcript")).to_be_visible()
+    for control in actions:
+        expect(control).to_be_disabled()
+    console_js.release(queue)
+    for control in actions:
+        expect(control).to_be_enabled()
+    queue.get_by_role("button", name="Claim").click()
+    expect(chat.locator("#helpdesk-subtitle")).to_have_text("Ann")
+    customer_context.close()
+    agent_context.close()
 
 
 def test_customer_to_agent_and_back(agent, host_page, helpdesk_server, chromium):

@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from helpdesk.models import Conversation, Message
-from tests.browser.conftest import in_thread
+from tests.browser.conftest import HeldScript, in_thread
 from tests.fake_llm import Reply
 
 pytestmark = pytest.mark.browser
@@ -85,6 +85,25 @@ def test_the_host_page_api_opens_the_chat_and_hears_messages(host_page, browser_
     )
     page.evaluate("window.Helpdesk('close')")
     expect(page.get_by_role("button", name="Open chat")).to_be_visible()
+
+
+def test_the_chat_buttons_wait_for_the_frame_script_so_no_click_is_lost(host_page, browser_page):
+    frame_js = HeldScript(browser_page.context, "helpdesk/frame.js")
+    browser_page.goto(host_page)
+    browser_page.get_by_role("button", name="Open chat").click()
+    frame = browser_page.frame_locator('iframe[title="Chat"]')
+    handoff = frame.locator("header").get_by_role("button", name="Talk to a person")
+    send = frame.get_by_role("button", name="Send", exact=True)
+    expect(handoff).to_be_visible()
+    expect(handoff).to_be_disabled()
+    expect(send).to_be_disabled()
+
+    frame_js.release(browser_page)
+    expect(send).to_be_enabled()
+    handoff.click()
+    expect(frame.locator('.hd-line[data-notice="waiting"]')).to_be_visible()
+    conversation = in_thread(lambda: Conversation.objects.get())
+    assert (conversation.status, conversation.escalation_reason) == ("waiting", "customer:button")
 
 
 def test_customer_text_is_shown_as_text_not_markup(host_page, browser_page):

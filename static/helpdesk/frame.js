@@ -1506,8 +1506,8 @@
     postHost({ helpdesk: 'reset' });
   }
   if (!token) showGreeting(cfg.greeting);
-  // The buttons come disabled in the page: a click before this script had run would be lost
-  // (and a submit would reload the frame without the typed text).
+  // The buttons come disabled in the page: a click before this script had run would be lost,
+  // and a submit would reload the frame with the typed text in its address.
   [handoffBtn, closeBtn, $('helpdesk-send')].forEach(function (b) { b.disabled = false; });
   readOutbox().forEach(function (x) { renderVisitor(x.id.toLowerCase(), x.text); });
   scrollDown(true);

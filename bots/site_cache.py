@@ -25,7 +25,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import monotonic
 from typing import TypeVar
 
@@ -46,7 +46,7 @@ class _Entry:
     expires: float
     value: object
     load: Callable[[int], object]
-    refreshing: bool = field(default=False)
+    refreshing: bool = False
 
 
 _entries: dict[tuple[str, int], _Entry] = {}
